@@ -1,0 +1,47 @@
+"""Per-task uncertainty from the CRF, normalised to [0, 1] and independent of text length.
+
+For a text of n characters with CRF marginals p_i(y) over T tags:
+
+    H_i     = -sum_y p_i(y) log p_i(y) / log T         (normalised character entropy)
+    mean_H  = (1/n) sum_i H_i                           (length-normalised, Shen et al. 2017)
+    max_H   = max_i H_i                                 (the single most doubtful character)
+    mnlp    = 1 - P(best path)^(1/n)                    (length-normalised path doubt)
+    u       = (mean_H + max_H + mnlp) / 3
+
+A text with no entity that the model is sure of has all three near 0; a long text is not
+uncertain merely for being long, since each term is a mean, a maximum, or a per-character rate.
+The task's ``score`` for Label Studio is a confidence, ``1 - u`` (low = label first).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    mean_entropy: float
+    max_entropy: float
+    mnlp: float
+
+    @property
+    def value(self) -> float:
+        return (self.mean_entropy + self.max_entropy + self.mnlp) / 3.0
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.value
+
+    def to_dict(self) -> dict:
+        return {"mean_entropy": round(self.mean_entropy, 4), "max_entropy": round(self.max_entropy, 4),
+                "mnlp": round(self.mnlp, 4), "uncertainty": round(self.value, 4)}
+
+
+def uncertainty_of(result) -> Uncertainty:
+    """From an engine ``TextResult`` (char_entropy, best_path_prob, length)."""
+    if result.length == 0:
+        return Uncertainty(0.0, 0.0, 0.0)
+    entropy = result.char_entropy
+    per_char = math.exp(math.log(max(result.best_path_prob, 1e-300)) / result.length)
+    return Uncertainty(float(min(1.0, max(0.0, entropy.mean()))), float(min(1.0, max(0.0, entropy.max()))),
+                       float(min(1.0, max(0.0, 1.0 - per_char))))

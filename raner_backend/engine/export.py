@@ -1,0 +1,101 @@
+"""ONNX export of the emission network as two graphs, and INT8 dynamic quantization.
+
+``encoder.onnx`` (the frozen base encoder's chosen layers) depends only on the base model, so it
+is exported and quantized once into the cache and shared by every model version; each version
+carries only ``head.onnx`` (a few MB), which keeps deployments quick and small. The CRF runs
+beside them in numpy (``CrfParams``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..model.chars import char_classes
+from ..model.alignment import encode_texts
+from ..model.network import CharHead, EncoderStates
+
+log = logging.getLogger(__name__)
+
+ENCODER_INPUTS = ["input_ids", "attention_mask"]
+HEAD_INPUTS = ["token_states", "char_token", "char_piece", "char_ids", "char_class"]
+SAMPLE_TEXTS = ["国务院总理在北京会见了法国总统。", "华为Mate60发布"]
+
+
+def _atomic_write(target: Path, write) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _export(module: torch.nn.Module, args: tuple, names: list[str], output: str, dynamic: dict, path: Path) -> None:
+    module.eval()
+    program = torch.onnx.export(module, args, input_names=names, output_names=[output],
+                                dynamic_shapes=dynamic, dynamo=True, optimize=True, verbose=False)
+    # One file, no external data: the encoder is under 2 GB.
+    program.save(str(path), external_data=False)
+
+
+def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
+    from ..training.features import pad_ids
+
+    encoded = encode_texts(tokenizer, texts)
+    ids, mask = pad_ids(encoded, tokenizer.pad_token_id)
+    n_chars = max(len(t) for t in texts)
+    fields = {k: torch.zeros((len(texts), n_chars), dtype=torch.long) for k in HEAD_INPUTS[1:]}
+    for row, (text, enc) in enumerate(zip(texts, encoded)):
+        for key, value in (("char_token", enc.char_token), ("char_piece", enc.char_piece),
+                           ("char_ids", vocab.ids(text)), ("char_class", char_classes(text))):
+            fields[key][row, : len(text)] = torch.from_numpy(value)
+    return ids, mask, fields
+
+
+def export_encoder(states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
+    ids, mask, _ = sample_inputs(tokenizer, vocab)
+    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
+    dynamic = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
+    return _atomic_write(path, lambda tmp: _export(states, (ids, mask), ENCODER_INPUTS, "token_states",
+                                                   dynamic, tmp))
+
+
+def export_head(head: CharHead, states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
+    ids, mask, f = sample_inputs(tokenizer, vocab)
+    with torch.inference_mode():
+        token_states = states(ids, mask)
+    batch, tokens, chars = torch.export.Dim("batch"), torch.export.Dim("tokens"), torch.export.Dim("chars")
+    dynamic = {"token_states": {0: batch, 1: tokens}}
+    dynamic.update({k: {0: batch, 1: chars} for k in HEAD_INPUTS[1:]})
+    args = (token_states.clone(), f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
+    return _atomic_write(path, lambda tmp: _export(head, args, HEAD_INPUTS, "emissions", dynamic, tmp))
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as work:
+            # Shape inference and pre-processing make quantize_dynamic's graph cleaner.
+            pre = Path(work) / "pre.onnx"
+            try:
+                from onnxruntime.quantization.shape_inference import quant_pre_process
+
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+            except Exception as exc:  # pre-processing is an optimisation; quantize the raw graph
+                log.warning("quantization pre-processing skipped: %s", exc)
+                shutil.copy(source, pre)
+            quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gather"])
+
+    return _atomic_write(target, write)

@@ -1,0 +1,86 @@
+"""Building a ready ``Predictor`` for a model folder, and the shared base-encoder artefacts.
+
+The base encoder (tokenizer, torch weights, ONNX fp32 and INT8 exports of its chosen layers) is
+loaded or exported once per process and per base model; every model version reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model.base import BaseEncoder
+from ..model.bundle import HeadBundle
+from ..model.network import EncoderStates
+from .export import export_encoder, export_head, quantize_int8
+from .predictor import Predictor
+from .runtime import OnnxBackend, TorchBackend
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("onnx-int8", "onnx-fp32", "torch")
+HEAD_ONNX = "head.onnx"
+
+
+@dataclass
+class BaseRuntime:
+    """The loaded base encoder and the folder of its ONNX exports."""
+
+    base: BaseEncoder
+    cache_dir: Path
+    tokenizer: object = None
+    encoder: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def load(self) -> "BaseRuntime":
+        if self.tokenizer is None:
+            self.tokenizer, self.encoder = self.base.load()
+        return self
+
+    def onnx_dir(self, layers: tuple[int, ...]) -> Path:
+        key = hashlib.sha256(json.dumps([self.base.name, self.base.checksum(), list(layers)]).encode())
+        return self.cache_dir / "onnx" / key.hexdigest()[:16]
+
+    def encoder_onnx(self, layers: tuple[int, ...], vocab, int8: bool) -> Path:
+        """The exported encoder for these layers (exported and quantized on first use)."""
+        with self._lock:
+            folder = self.onnx_dir(layers)
+            fp32 = folder / "encoder.fp32.onnx"
+            if not fp32.exists():
+                log.info("exporting the base encoder to ONNX (once per base model)")
+                export_encoder(EncoderStates(self.load().encoder, layers), self.tokenizer, vocab, fp32)
+            if not int8:
+                return fp32
+            quantized = folder / "encoder.int8.onnx"
+            if not quantized.exists():
+                log.info("quantizing the base encoder to INT8 (once per base model)")
+                quantize_int8(fp32, quantized)
+            return quantized
+
+
+def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path) -> Path:
+    path = folder / HEAD_ONNX
+    if not path.exists():
+        runtime.load()
+        export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.layers), runtime.tokenizer,
+                    bundle.vocab, path)
+    return path
+
+
+def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: str, cache_size: int = 4096,
+                    threads: int = 0, bundle: HeadBundle | None = None) -> Predictor:
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    bundle = bundle or HeadBundle.load(folder)
+    runtime.load()
+    layers = bundle.head.cfg.layers
+    if engine == "torch":
+        backend = TorchBackend(EncoderStates(runtime.encoder, layers), bundle.head, threads)
+    else:
+        encoder_path = runtime.encoder_onnx(layers, bundle.vocab, int8=engine == "onnx-int8")
+        backend = OnnxBackend(engine, encoder_path, ensure_head_onnx(runtime, bundle, folder), threads)
+    return Predictor(version, runtime.tokenizer, backend, bundle.scheme, bundle.vocab, bundle.crf.params(),
+                     hidden=runtime.encoder.config.hidden_size, cache_size=cache_size)

@@ -1,0 +1,218 @@
+"""Texts in, entities out: preprocess (windows, tokens, character alignment) → forward (length-sorted
+batches through an emission back-end) → postprocess (stitch windows, CRF Viterbi and marginals,
+spans with scores), with an LRU cache of finished results.
+
+A text longer than the encoder's window is cut into overlapping character windows; each
+character takes its emissions from the window where it sits furthest from an edge, and one CRF
+pass runs over the whole stitched text, so an entity across a window edge is neither cut nor
+doubled, and offsets are those of the original string.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..model.alignment import NO_TOKEN, encode_texts
+from ..model.chars import CharVocab, char_classes
+from ..model.crf import CrfParams
+from ..model.tags import TagScheme
+from ..training.features import length_sorted_batches
+from .runtime import EmissionBackend
+
+MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class Entity:
+    start: int
+    end: int
+    label: str
+    text: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "label": self.label, "text": self.text,
+                "score": round(self.score, 4)}
+
+
+@dataclass
+class TextResult:
+    """What the model says of one text: entities and what uncertainty needs."""
+
+    length: int
+    entities: list[Entity]
+    char_entropy: np.ndarray  # per character, normalised to [0, 1] by log(number of tags)
+    best_path_prob: float  # P(best path | text) under the CRF
+    embedding: np.ndarray  # mean of character states (for diversity)
+    tags: np.ndarray = field(repr=False, default=None)
+
+
+@dataclass
+class _Window:
+    text_index: int
+    start: int
+    end: int
+    input_ids: list[int]
+    char_token: np.ndarray
+    char_piece: np.ndarray
+    emissions: np.ndarray | None = None
+    embedding_sum: np.ndarray | None = None
+    embedding_count: int = 0
+
+
+class LruCache:
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def window_bounds(length: int, width: int, overlap: int) -> list[tuple[int, int]]:
+    """Character windows of ``width`` overlapping by ``overlap``, covering ``[0, length)``."""
+    if length <= width:
+        return [(0, length)]
+    bounds, start = [], 0
+    while True:
+        end = min(start + width, length)
+        bounds.append((start, end))
+        if end == length:
+            return bounds
+        start = end - overlap
+
+
+def stitch_owner(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The part of each window whose characters take their emissions from it (midpoint of overlaps)."""
+    owned = []
+    for k, (start, end) in enumerate(bounds):
+        lo = start if k == 0 else (bounds[k - 1][1] + start) // 2
+        hi = end if k == len(bounds) - 1 else (end + bounds[k + 1][0]) // 2
+        owned.append((lo, hi))
+    return owned
+
+
+class Predictor:
+    """One loaded model version: immutable after construction, safe to share across threads."""
+
+    def __init__(self, version: str, tokenizer, backend: EmissionBackend, scheme: TagScheme, vocab: CharVocab,
+                 crf: CrfParams, hidden: int, cache_size: int = 4096, batch_tokens: int = 4096, window_chars: int = 256,
+                 window_overlap: int = 64):
+        self.version = version
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.scheme = scheme
+        self.vocab = vocab
+        self.crf = crf
+        self.hidden = hidden
+        self.cache = LruCache(cache_size)
+        self.batch_tokens = batch_tokens
+        self.window_chars = window_chars
+        self.window_overlap = window_overlap
+        self._log_tags = float(np.log(scheme.num_tags))
+
+    # -- preprocess -------------------------------------------------------------------------
+    def _windows(self, index: int, text: str) -> list[_Window]:
+        if not text:
+            return []
+        width = self.window_chars
+        while True:
+            bounds = window_bounds(len(text), width, min(self.window_overlap, width // 4))
+            encoded = encode_texts(self.tokenizer, [text[s:e] for s, e in bounds])
+            if all(len(e.input_ids) <= MAX_TOKENS for e in encoded) or width <= 16:
+                break
+            width //= 2  # text denser in tokens than characters (rare scripts, NFKC expansions)
+        return [_Window(index, s, e, enc.input_ids[:MAX_TOKENS], enc.char_token, enc.char_piece)
+                for (s, e), enc in zip(bounds, encoded)]
+
+    # -- forward ------------------------------------------------------------------------------
+    def _run(self, texts: Sequence[str], windows: list[_Window]) -> None:
+        pad = self.tokenizer.pad_token_id
+        lengths = [len(w.input_ids) for w in windows]
+        for batch in length_sorted_batches(lengths, self.batch_tokens):
+            group = [windows[i] for i in batch]
+            n_tok = max(len(w.input_ids) for w in group)
+            n_chr = max(w.end - w.start for w in group)
+            ids = np.full((len(group), n_tok), pad, dtype=np.int64)
+            mask = np.zeros((len(group), n_tok), dtype=np.int64)
+            char_inputs = np.zeros((4, len(group), n_chr), dtype=np.int64)
+            for row, w in enumerate(group):
+                ids[row, : len(w.input_ids)] = w.input_ids
+                mask[row, : len(w.input_ids)] = 1
+                chunk = texts[w.text_index][w.start : w.end]
+                n = len(chunk)
+                char_inputs[0, row, :n] = w.char_token
+                char_inputs[1, row, :n] = w.char_piece
+                char_inputs[2, row, :n] = self.vocab.ids(chunk)
+                char_inputs[3, row, :n] = char_classes(chunk)
+            states = self.backend.states(ids, mask)
+            emissions = self.backend.emissions(states, *char_inputs)
+            for row, w in enumerate(group):
+                n = w.end - w.start
+                w.emissions = emissions[row, :n]
+                covered = w.char_piece != NO_TOKEN
+                last_layer = states[row, w.char_token[covered], -1, :]
+                w.embedding_sum = last_layer.sum(axis=0, dtype=np.float64)
+                w.embedding_count = int(covered.sum())
+
+    # -- postprocess --------------------------------------------------------------------------
+    def _decode(self, text: str, windows: list[_Window]) -> TextResult:
+        n_tags = self.scheme.num_tags
+        if not text:
+            return TextResult(0, [], np.zeros(0, np.float32), 1.0, np.zeros(self.hidden, np.float32),
+                              np.zeros(0, np.int64))
+        emissions = np.zeros((len(text), n_tags), dtype=np.float32)
+        for w, (lo, hi) in zip(windows, stitch_owner([(w.start, w.end) for w in windows])):
+            emissions[lo:hi] = w.emissions[lo - w.start : hi - w.start]
+        path, path_score = self.crf.viterbi(emissions)
+        marginals, log_z = self.crf.forward_backward(emissions)
+        entities = []
+        for span in self.scheme.decode(path):
+            chosen = marginals[np.arange(span.start, span.end), path[span.start : span.end]]
+            entities.append(Entity(span.start, span.end, span.label, text[span.start : span.end],
+                                   float(chosen.mean())))
+        p = np.clip(marginals, 1e-12, 1.0)
+        entropy = (-(p * np.log(p)).sum(axis=1) / self._log_tags).astype(np.float32)
+        total = sum(w.embedding_count for w in windows)
+        embedding = sum(w.embedding_sum for w in windows) / max(total, 1)
+        best = float(np.exp(min(0.0, path_score - log_z)))
+        return TextResult(len(text), entities, entropy, best, embedding.astype(np.float32), path)
+
+    def predict(self, texts: Sequence[str]) -> list[TextResult]:
+        results: list[TextResult | None] = [self.cache.get(t) for t in texts]
+        todo = {}
+        for i, text in enumerate(texts):
+            if results[i] is None and text not in todo:
+                todo[text] = i
+        if todo:
+            order = list(todo)
+            per_text = [self._windows(k, t) for k, t in enumerate(order)]
+            flat = [w for ws in per_text for w in ws]
+            self._run(order, flat)
+            for text, ws in zip(order, per_text):
+                result = self._decode(text, ws)
+                self.cache.put(text, result)
+                todo[text] = result
+            results = [r if r is not None else todo[t] for r, t in zip(results, texts)]
+        return results

@@ -1,0 +1,69 @@
+"""Emission back-ends with one interface: ONNX Runtime (fp32 or INT8 encoder) and PyTorch eager.
+
+Each takes padded numpy batches and returns (encoder states, emissions); the predictor around
+them does batching, windows, caching and CRF decoding.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..model.network import CharHead, EncoderStates
+
+
+class EmissionBackend(Protocol):
+    name: str
+
+    def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+    def emissions(self, token_states: np.ndarray, char_token: np.ndarray, char_piece: np.ndarray,
+                  char_ids: np.ndarray, char_class: np.ndarray) -> np.ndarray: ...
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxBackend:
+    def __init__(self, name: str, encoder_path: Path, head_path: Path, threads: int = 0):
+        self.name = name
+        self.encoder = _session(encoder_path, threads)
+        self.head = _session(head_path, threads)
+
+    def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    def emissions(self, token_states, char_token, char_piece, char_ids, char_class) -> np.ndarray:
+        feeds = {"token_states": token_states.astype(np.float32, copy=False), "char_token": char_token,
+                 "char_piece": char_piece, "char_ids": char_ids, "char_class": char_class}
+        return self.head.run(None, feeds)[0]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, states: EncoderStates, head: CharHead, threads: int = 0):
+        self.states_module = states.eval()
+        self.head = head.eval()
+        if threads:
+            torch.set_num_threads(threads)
+
+    def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.states_module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+    def emissions(self, token_states, char_token, char_piece, char_ids, char_class) -> np.ndarray:
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(a)) for a in
+                    (token_states, char_token, char_piece, char_ids, char_class)]
+            return self.head(*args).numpy()

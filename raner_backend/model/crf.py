@@ -1,0 +1,118 @@
+"""A linear-chain CRF over BIO tags with forbidden transitions.
+
+Training uses the torch module (negative log-likelihood by the forward algorithm). Serving uses
+the numpy functions on the emissions that ONNX Runtime returns: Viterbi decoding, and
+forward–backward marginals per character (for uncertainty). Forbidden moves (``I-ORG`` after
+``B-PER``, ``I-`` first) get a score of ``-1e4``, fixed, so no path through them can win.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .tags import TagScheme
+
+FORBIDDEN = -1e4
+
+
+class CRF(nn.Module):
+    def __init__(self, scheme: TagScheme):
+        super().__init__()
+        n = scheme.num_tags
+        self.transitions = nn.Parameter(torch.zeros(n, n))
+        self.start = nn.Parameter(torch.zeros(n))
+        self.end = nn.Parameter(torch.zeros(n))
+        self.register_buffer("transition_penalty",
+                             torch.where(torch.from_numpy(scheme.allowed_transitions()), 0.0, FORBIDDEN))
+        self.register_buffer("start_penalty",
+                             torch.where(torch.from_numpy(scheme.allowed_starts()), 0.0, FORBIDDEN))
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Transition, start and end scores with the forbidden moves applied."""
+        return self.transitions + self.transition_penalty, self.start + self.start_penalty, self.end
+
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood; ``mask`` [batch, length] is a prefix mask (no empty rows)."""
+        trans, start, end = self.scores()
+        mask = mask.bool()
+        batch, length, _ = emissions.shape
+        rows = torch.arange(batch)
+        # Score of the gold path.
+        gold = start[tags[:, 0]] + emissions[rows, 0, tags[:, 0]]
+        for t in range(1, length):
+            step = trans[tags[:, t - 1], tags[:, t]] + emissions[rows, t, tags[:, t]]
+            gold = gold + step * mask[:, t]
+        last = tags[rows, mask.sum(1) - 1]
+        gold = gold + end[last]
+        # Log partition function.
+        alpha = start + emissions[:, 0]
+        for t in range(1, length):
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
+        log_z = torch.logsumexp(alpha + end, dim=1)
+        return (log_z - gold).mean()
+
+    def params(self) -> "CrfParams":
+        trans, start, end = (x.detach().cpu().numpy().astype(np.float32) for x in self.scores())
+        return CrfParams(trans, start, end)
+
+
+@dataclass(frozen=True)
+class CrfParams:
+    """CRF scores as numpy arrays (forbidden moves included), for decoding beside ONNX Runtime."""
+
+    transitions: np.ndarray  # [tags, tags], from → to
+    start: np.ndarray  # [tags]
+    end: np.ndarray  # [tags]
+
+    def viterbi(self, emissions: np.ndarray) -> tuple[np.ndarray, float]:
+        """Best tag path for one sequence [length, tags] and its unnormalised score."""
+        length = emissions.shape[0]
+        if length == 0:
+            return np.zeros(0, dtype=np.int64), 0.0
+        score = self.start + emissions[0]
+        back = np.zeros((length, emissions.shape[1]), dtype=np.int64)
+        for t in range(1, length):
+            total = score[:, None] + self.transitions
+            back[t] = total.argmax(axis=0)
+            score = total.max(axis=0) + emissions[t]
+        score = score + self.end
+        path = np.zeros(length, dtype=np.int64)
+        path[-1] = int(score.argmax())
+        for t in range(length - 1, 0, -1):
+            path[t - 1] = back[t, path[t]]
+        return path, float(score.max())
+
+    def forward_backward(self, emissions: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per-position tag marginals [length, tags] and the log partition function."""
+        length, n = emissions.shape
+        if length == 0:
+            return np.zeros((0, n), dtype=np.float32), 0.0
+        emissions = emissions.astype(np.float64)
+        trans = self.transitions.astype(np.float64)
+        alpha = np.zeros((length, n))
+        beta = np.zeros((length, n))
+        alpha[0] = self.start + emissions[0]
+        for t in range(1, length):
+            alpha[t] = _logsumexp(alpha[t - 1][:, None] + trans, axis=0) + emissions[t]
+        beta[-1] = self.end
+        for t in range(length - 2, -1, -1):
+            beta[t] = _logsumexp(trans + (emissions[t + 1] + beta[t + 1])[None, :], axis=1)
+        log_z = float(_logsumexp(alpha[-1] + self.end, axis=0))
+        marginals = np.exp(alpha + beta - log_z)
+        return marginals.astype(np.float32), log_z
+
+    def to_dict(self) -> dict:
+        return {"transitions": self.transitions.tolist(), "start": self.start.tolist(), "end": self.end.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CrfParams":
+        return cls(*(np.asarray(d[k], dtype=np.float32) for k in ("transitions", "start", "end")))
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True))).squeeze(axis)

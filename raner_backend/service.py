@@ -1,0 +1,299 @@
+"""The backend as one object: the live model, label configs, predictions, training jobs and
+versions. The Flask routes and the CLI are thin calls into it."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from .active.uncertainty import uncertainty_of
+from .engine.live import LiveModel
+from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_onnx
+from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
+from .model.bundle import HeadBundle
+from .settings import Settings
+from .training.registry import Registry, RegistryError, VersionInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENGINE = "onnx-int8"
+
+
+def default_model_folder() -> Path:
+    return Path(str(resources.files("raner_backend") / "default_model"))
+
+
+def engine_for(info: VersionInfo, settings: Settings) -> str:
+    if settings.engine != "auto":
+        if settings.engine not in ENGINES:
+            raise ValueError(f"ENGINE={settings.engine!r} is not one of auto, {', '.join(ENGINES)}")
+        return settings.engine
+    return info.manifest.get("engine", {}).get("engine", DEFAULT_ENGINE)
+
+
+def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionInfo:
+    """Make sure ``MODEL_DIR`` serves a complete version: the embedded default on first run."""
+    registry = Registry(settings.model_dir)
+    registry.ensure()
+    registry.clear_staging()
+    current = registry.current()
+    if current is None:
+        source = default_model_folder()
+        if not (source / "head.safetensors").exists():
+            raise FileNotFoundError(f"the embedded default model is missing from {source}")
+        staging = registry.new_staging()
+        for name in ("head.safetensors", "head_config.json"):
+            shutil.copy(source / name, staging / name)
+        manifest = json.loads((source / "manifest.json").read_text())
+        manifest["origin"] = "embedded default model"
+        bundle = HeadBundle.load(staging)
+        ensure_head_onnx(runtime, bundle, staging)
+        current = registry.commit(staging, manifest)
+    engine = engine_for(current, settings)
+    if engine != "torch":
+        bundle = HeadBundle.load(current.path)
+        runtime.encoder_onnx(bundle.head.cfg.layers, bundle.vocab, int8=engine == "onnx-int8")
+        ensure_head_onnx(runtime, bundle, current.path)
+    return current
+
+
+class BadRequest(ValueError):
+    """A client error: the message names the problem (answered with HTTP 400)."""
+
+
+def project_id_of(value: Any) -> int | None:
+    """Label Studio sends projects as ``7``, ``"7"``, ``"7.1712345678"`` or ``{"id": 7}``."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str):
+        head = value.split(".", 1)[0].strip()
+        if head.isdigit() and 0 < int(head) < 2**63:
+            return int(head)
+    return None
+
+
+@dataclass
+class Prediction:
+    result: list
+    score: float
+    model_version: str
+    components: dict
+
+    def to_ls(self) -> dict:
+        return {"result": self.result, "score": round(self.score, 6), "model_version": self.model_version}
+
+
+class Backend:
+    def __init__(self, settings: Settings, runtime: BaseRuntime | None = None):
+        from .model.base import resolve_base
+
+        self.settings = settings
+        self.registry = Registry(settings.model_dir)
+        self.runtime = runtime or BaseRuntime(resolve_base(settings.base_model, settings.cache_dir),
+                                              settings.cache_dir)
+        self.live = LiveModel()
+        self.project_configs: dict[int, str] = {}
+        self._configs_lock = threading.Lock()
+        self.started = time.time()
+        self.deploy_notes: list[dict] = []
+        self.trainer = None  # set by attach_training()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "Backend":
+        current = install_default_model(self.settings, self.runtime)
+        self.load_version(current)
+        return self
+
+    def load_version(self, info: VersionInfo) -> None:
+        predictor = build_predictor(self.runtime, info.path, info.name, engine_for(info, self.settings),
+                                    cache_size=self.settings.cache_size, threads=self.settings.num_threads)
+        predictor.predict(["预热"])  # first-run allocations happen here, not in a request
+        self.live.swap(predictor)
+        log.info("serving model version %s (%s)", info.name, predictor.backend.name)
+
+    # -- label configs -----------------------------------------------------------------------
+    @functools.lru_cache(maxsize=64)
+    def schema_for(self, label_config: str) -> LabelSchema:
+        return parse_label_config(label_config, self.live_types(), self.settings.label_mapping())
+
+    def live_types(self) -> tuple[str, ...]:
+        return tuple(self.live.predictor.scheme.entity_types)
+
+    def setup(self, project: Any, schema_xml: Any) -> dict:
+        if not isinstance(schema_xml, str) or not schema_xml.strip():
+            raise BadRequest("'schema' (the project's label config XML) is missing or empty")
+        try:
+            self.schema_for(schema_xml)
+        except LabelConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        pid = project_id_of(project)
+        if pid is not None:
+            with self._configs_lock:
+                self.project_configs[pid] = schema_xml
+        return {"model_version": self.live.version}
+
+    # -- predictions -------------------------------------------------------------------------
+    def predict_tasks(self, tasks: Sequence[Any], label_config: Any, project: Any) -> list[Prediction]:
+        schema = self._schema_for_request(label_config, project)
+        texts = []
+        for position, task in enumerate(tasks):
+            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+                raise BadRequest(f"task #{position} has no 'data' object")
+            text = task["data"].get(schema.data_key)
+            if not isinstance(text, str):
+                raise BadRequest(f"task #{position}: data.{schema.data_key} is missing or not a string")
+            texts.append(text)
+        predictor = self.live.predictor
+        out = []
+        for text, result in zip(texts, predictor.predict(texts)):
+            u = uncertainty_of(result)
+            regions = to_regions(schema, text, result.entities)
+            out.append(Prediction(regions, u.confidence, predictor.version, u.to_dict()))
+        return out
+
+    def _schema_for_request(self, label_config: Any, project: Any) -> LabelSchema:
+        if not isinstance(label_config, str) or not label_config.strip():
+            pid = project_id_of(project)
+            with self._configs_lock:
+                label_config = self.project_configs.get(pid) if pid is not None else None
+        if not label_config:
+            from .labeling import DEFAULT_LABEL_CONFIG
+
+            label_config = DEFAULT_LABEL_CONFIG
+        try:
+            return self.schema_for(label_config)
+        except LabelConfigError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def ner(self, texts: Sequence[str]) -> dict:
+        predictor = self.live.predictor
+        results = predictor.predict(texts)
+        return {"model_version": predictor.version,
+                "results": [{"entities": [e.to_dict() for e in r.entities],
+                             "uncertainty": uncertainty_of(r).to_dict()} for r in results]}
+
+    # -- versions ----------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        return [v.name for v in self.registry.versions()]
+
+    def rollback(self, name: str) -> VersionInfo:
+        info = self.registry.get(name)
+        self.load_version(info)
+        self.registry.set_current(info.name)
+        return info
+
+    # -- training ----------------------------------------------------------------------------
+    def attach_training(self) -> "Backend":
+        from .training.jobs import TrainingManager
+
+        self.trainer = TrainingManager(self.train_project, self.settings.train_threshold,
+                                       self.settings.train_debounce_s)
+        return self
+
+    def webhook(self, payload: dict) -> dict:
+        action = payload.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("'action' is missing or not a string")
+        pid = project_id_of(payload.get("project"))
+        if pid is None:
+            annotation = payload.get("annotation")
+            pid = project_id_of(annotation.get("project")) if isinstance(annotation, dict) else None
+        if pid is None:
+            return {"status": "ignored", "reason": "no project id in the payload"}
+        if self.trainer is None:
+            return {"status": "ignored", "reason": "training is not enabled"}
+        return {"status": self.trainer.on_event(action, pid), "project": pid}
+
+    def train_project(self, project_id: int, report) -> dict:
+        """One training job: pull annotations from Label Studio, fine-tune, guard, deploy."""
+        from .training.annotations import examples_from_export
+        from .training.fine_tune import fine_tune
+        from .training.ls_client import LabelStudioClient
+        from .training.trainer import TrainConfig
+
+        client = LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
+        report({"stage": "export"})
+        schema = parse_label_config(client.label_config(project_id), self.live_types(),
+                                    self.settings.label_mapping())
+        pairs, skipped = examples_from_export(client.export_annotated_tasks(project_id), schema)
+        if not pairs:
+            raise ValueError(f"no usable annotations in project {project_id} ({len(skipped)} skipped)")
+        current = self.registry.current()
+        served = HeadBundle.load(current.path)
+        tokenizer, encoder = self.runtime.load().tokenizer, self.runtime.encoder
+        cfg = TrainConfig(epochs=self.settings.train_epochs, max_steps=self.settings.train_max_steps,
+                          batch_chars=1024, patience=2)
+        report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
+        result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], base_replay_pool(), base_probe(),
+                           cfg, progress=lambda p: report({"stage": "training", **p}))
+        note = {"project": project_id, "parent": current.name, "deployed": result.deploy, "reason": result.reason,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if not result.deploy:
+            log.warning("new model for project %s not deployed: %s", project_id, result.reason)
+            self.deploy_notes.append(note)
+            return note
+        report({"stage": "export"})
+        staging = self.registry.new_staging()
+        try:
+            result.bundle.save(staging)
+            ensure_head_onnx(self.runtime, result.bundle, staging)
+            manifest = {"engine": current.manifest.get("engine", {"engine": DEFAULT_ENGINE}),
+                        "parent": current.name, "project": project_id, "training": result.figures,
+                        "deploy_guard": result.reason, "skipped_annotations": len(skipped)}
+            info = self.registry.commit(staging, manifest, make_current=False)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.load_version(info)
+        self.registry.set_current(info.name)
+        note["version"] = info.name
+        self.deploy_notes.append(note)
+        log.info("deployed %s for project %s: %s", info.name, project_id, result.reason)
+        try:
+            client.set_model_version(project_id, info.name)
+        except Exception as exc:  # the model serves anyway; the project can be updated later
+            log.warning("could not set the project's model_version: %s", exc)
+        return note
+
+    def health(self) -> dict:
+        return {"status": "UP" if self.live.ready else "STARTING", "model_version": self.live.version,
+                "engine": self.live.predictor.backend.name if self.live.ready else None,
+                "uptime_s": round(time.time() - self.started, 1),
+                "training": self.trainer.status() if self.trainer else {},
+                "deployments": self.deploy_notes[-5:]}
+
+
+@functools.lru_cache(maxsize=1)
+def base_replay_pool() -> tuple:
+    """Base (MSRA train) sentences replayed during fine-tuning; empty where the data is absent."""
+    return _msra("msra_train.txt", 20000)
+
+
+@functools.lru_cache(maxsize=1)
+def base_probe() -> tuple:
+    """A fixed MSRA sample the deploy guard reports on (forgetting check)."""
+    return _msra("msra_test.txt", 300)
+
+
+def _msra(name: str, limit: int) -> tuple:
+    from .model.data import msra_path, read_tagged
+
+    try:
+        return tuple(e for _, e in zip(range(limit), read_tagged(msra_path(name))))
+    except FileNotFoundError:
+        log.warning("MSRA data not installed: fine-tuning runs without replay of base data")
+        return ()
+
+
+__all__ = ["Backend", "BadRequest", "RegistryError", "install_default_model", "project_id_of"]

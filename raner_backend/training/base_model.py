@@ -1,0 +1,63 @@
+"""Training the default model on a character-tagged corpus (MSRA train) from a base encoder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..model.alignment import encode_texts
+from ..model.base import BaseEncoder
+from ..model.bundle import HeadBundle
+from ..model.chars import CharVocab, char_classes
+from ..model.data import Example
+from ..model.network import EncoderStates, HeadConfig
+from ..model.tags import TagScheme
+from .features import FeatureCache, build_feature_cache
+from .trainer import Item, TrainConfig, split_dev, train
+
+log = logging.getLogger(__name__)
+
+
+def feature_cache_dir(cache_dir: Path, base: BaseEncoder, layers: Sequence[int], texts: Sequence[str]) -> tuple[Path, dict]:
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    signature = {"base": base.name, "base_sha256": base.checksum(), "layers": list(layers)}
+    key = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "features" / key / digest, signature
+
+
+def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, examples: Sequence[Example],
+                layers: Sequence[int], cache_path: Path, signature: dict) -> list[Item]:
+    texts = [e.text for e in examples]
+    encoded = encode_texts(tokenizer, texts)
+    signature = dict(signature, hidden=encoder.config.hidden_size)
+    cache = build_feature_cache(EncoderStates(encoder, tuple(layers)), encoded, tokenizer.pad_token_id,
+                                cache_path, signature)
+    return [Item(cache.token_states(i), enc.char_token, enc.char_piece, bundle_vocab.ids(ex.text),
+                 char_classes(ex.text), scheme.encode(len(ex.text), ex.spans), ex.spans)
+            for i, (ex, enc) in enumerate(zip(examples, encoded))]
+
+
+def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Path, cache_dir: Path,
+                     scheme: TagScheme, cfg: TrainConfig, dev_size: int = 2000,
+                     head_config: dict | None = None) -> dict:
+    """Train a head on ``examples`` (a dev part carved off), save it to ``out_dir``; return a summary."""
+    started = time.time()
+    tokenizer, encoder = base.load()
+    train_idx, dev_idx = split_dev(len(examples), dev_size, cfg.seed)
+    vocab = CharVocab.build(examples[i].text for i in train_idx)
+    head_kwargs = dict(head_config or {})
+    layers = tuple(head_kwargs.pop("layers", HeadConfig.layers))
+    layers = tuple(min(layer, encoder.config.num_hidden_layers) for layer in layers)
+    bundle = HeadBundle.new(scheme, vocab, encoder.config.hidden_size,
+                            {"name": base.name, "sha256": base.checksum()}, layers=layers, **head_kwargs)
+    cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in examples])
+    items = build_items(tokenizer, encoder, vocab, scheme, examples, layers, cache_path, signature)
+    summary = train(bundle.head, bundle.crf, scheme, [items[i] for i in train_idx], [items[i] for i in dev_idx],
+                    cfg, checkpoint_dir=out_dir / "checkpoint")
+    bundle.save(out_dir)
+    summary.update({"train_sentences": len(train_idx), "dev_sentences": len(dev_idx),
+                    "seconds": round(time.time() - started, 1)})
+    return summary

@@ -1,0 +1,31 @@
+"""Entity-level precision, recall and F1 (exact span and type), per type and overall."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+from ..model.tags import Span
+
+
+def prf(tp: int, n_pred: int, n_gold: int) -> dict:
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+            "support": n_gold, "predicted": n_pred}
+
+
+def entity_scores(gold: Iterable[Sequence[Span]], predicted: Iterable[Sequence[Span]]) -> dict:
+    tp, n_pred, n_gold = Counter(), Counter(), Counter()
+    for gold_spans, pred_spans in zip(gold, predicted):
+        gold_set, pred_set = set(map(tuple, gold_spans)), set(map(tuple, pred_spans))
+        for span in pred_set:
+            n_pred[span[2]] += 1
+        for span in gold_set:
+            n_gold[span[2]] += 1
+        for span in gold_set & pred_set:
+            tp[span[2]] += 1
+    labels = sorted(set(n_gold) | set(n_pred))
+    result = {"overall": prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))}
+    result["per_type"] = {label: prf(tp[label], n_pred[label], n_gold[label]) for label in labels}
+    return result

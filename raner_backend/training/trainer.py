@@ -1,0 +1,192 @@
+"""Training the character head and CRF on cached encoder states.
+
+Used both for the base model (MSRA) and for fine-tuning on a project's annotations (with replay
+of base data). Length-bucketed batches, AdamW with separate learning rates for the head and the
+CRF, warm-up then linear decay, early stopping on dev F1, a checkpoint after every epoch so an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..model.chars import UNK
+from ..model.crf import CRF
+from ..model.network import CharHead
+from ..model.tags import Span, TagScheme
+from .features import length_sorted_batches
+from .metrics import entity_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    """One text ready for the head: its encoder states and per-character inputs."""
+
+    token_states: np.ndarray  # fp16 [tokens, layers, hidden]
+    char_token: np.ndarray
+    char_piece: np.ndarray
+    char_ids: np.ndarray
+    char_class: np.ndarray
+    tags: np.ndarray
+    spans: tuple[Span, ...]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_chars: int = 2048
+    head_lr: float = 2e-3
+    crf_lr: float = 1e-2
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    patience: int = 2
+    char_dropout: float = 0.1
+    seed: int = 13
+    max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
+
+
+def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None):
+    n_tokens = max(len(i.token_states) for i in items)
+    n_chars = max(len(i.char_ids) for i in items)
+    layers, hidden = items[0].token_states.shape[1:]
+    states = torch.zeros((len(items), n_tokens, layers, hidden), dtype=torch.float16)
+    fields = {k: torch.zeros((len(items), n_chars), dtype=torch.long)
+              for k in ("char_token", "char_piece", "char_ids", "char_class", "tags")}
+    for row, item in enumerate(items):
+        states[row, : len(item.token_states)] = torch.from_numpy(np.array(item.token_states))
+        length = len(item.char_ids)
+        char_ids = item.char_ids
+        if char_dropout and rng is not None:
+            char_ids = np.where(rng.random(length) < char_dropout, UNK, char_ids)
+        for key, value in (("char_token", item.char_token), ("char_piece", item.char_piece),
+                           ("char_ids", char_ids), ("char_class", item.char_class), ("tags", item.tags)):
+            fields[key][row, :length] = torch.from_numpy(np.asarray(value))
+    return states, fields
+
+
+def batches_of(items: Sequence[Item], batch_chars: int, shuffle: bool, rng: random.Random) -> list[list[int]]:
+    batches = length_sorted_batches([len(i.char_ids) for i in items], batch_chars)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def predict_spans(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[Item],
+                  batch_chars: int = 4096) -> list[list[Span]]:
+    head.eval()
+    params = crf.params()
+    out: list[list[Span]] = [[] for _ in items]
+    with torch.inference_mode():
+        for batch in batches_of(items, batch_chars, shuffle=False, rng=random.Random(0)):
+            states, f = collate([items[i] for i in batch])
+            emissions = head(states, f["char_token"], f["char_piece"], f["char_ids"], f["char_class"]).numpy()
+            for row, i in enumerate(batch):
+                path, _ = params.viterbi(emissions[row, : len(items[i].char_ids)])
+                out[i] = scheme.decode(path)
+    return out
+
+
+def evaluate_items(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[Item]) -> dict:
+    return entity_scores([i.spans for i in items], predict_spans(head, crf, scheme, items))
+
+
+def train(head: CharHead, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], dev_items: Sequence[Item],
+          cfg: TrainConfig, checkpoint_dir: Path | None = None,
+          progress: Callable[[dict], None] | None = None) -> dict:
+    """Train in place; leaves the best (dev F1) weights in ``head``/``crf`` and returns a summary."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+    params = [
+        {"params": [p for p in head.parameters()], "lr": cfg.head_lr, "weight_decay": cfg.weight_decay},
+        {"params": [p for p in crf.parameters()], "lr": cfg.crf_lr, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params)
+    steps_per_epoch = len(batches_of(train_items, cfg.batch_chars, False, rng))
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warmup = max(1, int(total * cfg.warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "bad_epochs": 0, "history": []}
+    best_weights = None
+    if checkpoint_dir and (checkpoint_dir / "last.pt").exists():
+        saved = torch.load(checkpoint_dir / "last.pt", weights_only=False)
+        head.load_state_dict(saved["head"]); crf.load_state_dict(saved["crf"])
+        optimizer.load_state_dict(saved["optimizer"]); schedule.load_state_dict(saved["schedule"])
+        state, best_weights = saved["state"], saved["best"]
+        rng.setstate(saved["rng"])
+        log.info("resumed from epoch %d step %d (best dev F1 %.4f)", state["epoch"], state["step"], state["best_f1"])
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and state["step"] < total:
+        head.train(); crf.train()
+        epoch_batches = batches_of(train_items, cfg.batch_chars, shuffle=True, rng=rng)
+        losses = []
+        bar = tqdm(epoch_batches, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False)
+        for batch in bar:
+            states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng)
+            emissions = head(states, f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
+            loss = crf.nll(emissions, f["tags"], f["char_class"] > 0)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            optimizer.step(); schedule.step()
+            state["step"] += 1
+            losses.append(loss.item())
+            if state["step"] % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+            if state["step"] >= total:
+                break
+        state["epoch"] += 1
+        scores = evaluate_items(head, crf, scheme, dev_items)["overall"] if dev_items else {"f1": 0.0}
+        record = {"epoch": state["epoch"], "step": state["step"], "loss": round(float(np.mean(losses)), 4),
+                  "dev_f1": scores["f1"]}
+        state["history"].append(record)
+        log.info("epoch %d step %d loss %.4f dev F1 %.4f", record["epoch"], record["step"], record["loss"],
+                 record["dev_f1"])
+        if progress:
+            progress(record)
+        if scores["f1"] > state["best_f1"]:
+            state["best_f1"], state["bad_epochs"] = scores["f1"], 0
+            best_weights = {"head": _copy(head.state_dict()), "crf": _copy(crf.state_dict())}
+        else:
+            state["bad_epochs"] += 1
+        if checkpoint_dir:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            tmp = checkpoint_dir / "last.pt.tmp"
+            torch.save({"head": head.state_dict(), "crf": crf.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "state": state, "best": best_weights,
+                        "rng": rng.getstate(), "config": asdict(cfg)}, tmp)
+            tmp.replace(checkpoint_dir / "last.pt")
+    if best_weights is not None:
+        head.load_state_dict(best_weights["head"]); crf.load_state_dict(best_weights["crf"])
+    head.eval(); crf.eval()
+    return {"best_dev_f1": state["best_f1"], "epochs": state["epoch"], "steps": state["step"],
+            "history": state["history"]}
+
+
+def _copy(state_dict: dict) -> dict:
+    return {k: v.detach().clone() for k, v in state_dict.items()}
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def split_dev(n: int, dev_size: int, seed: int) -> tuple[list[int], list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    dev_size = min(dev_size, max(1, int(math.ceil(n * 0.1))) if n < dev_size * 10 else dev_size)
+    return sorted(order[dev_size:]), sorted(order[:dev_size])
