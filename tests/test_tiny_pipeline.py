@@ -7,27 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from raner_backend.cli import main
 from raner_backend.engine.loader import BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
 
-from .tiny_bert import make_tiny_bert, tiny_examples, write_tagged
+from .tiny_bert import tiny_examples
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    base = make_tiny_bert(root / "bert")
-    data = write_tagged(root / "tiny.txt", tiny_examples() * 4)
-    env = {"BASE_MODEL": str(base), "CACHE_DIR": str(root / "cache")}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        code = main(["train", "--data", str(data), "--out", str(root / "model"), "--epochs", "60",
-                     "--dev-size", "2", "--patience", "60", "--batch-chars", "256", "--head-lr", "5e-3",
-                     "--head-config", json.dumps({"layers": [1, 2], "width": 64, "char_dim": 32})])
-    assert code == 0
-    return root, base
+def trained(tiny_model):
+    return tiny_model
 
 
 def test_training_writes_a_loadable_model(trained):

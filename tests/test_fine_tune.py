@@ -1,0 +1,36 @@
+"""Fine-tuning from the served model, with replay and the deploy guard."""
+from __future__ import annotations
+
+from raner_backend.engine.loader import BaseRuntime
+from raner_backend.model.base import resolve_base
+from raner_backend.model.bundle import HeadBundle
+from raner_backend.model.data import Example
+from raner_backend.model.tags import Span
+from raner_backend.training.fine_tune import MAX_NEW_SHARE, fine_tune, split_held_out
+from raner_backend.training.trainer import TrainConfig
+
+from .tiny_bert import tiny_examples
+
+
+def test_held_out_split_is_deterministic_and_disjoint():
+    items = list(range(20))
+    train, held = split_held_out(items, 0.2, seed=1)
+    assert len(held) == 4 and not set(train) & set(held) and sorted(train + held) == items
+    assert split_held_out(items, 0.2, seed=1) == (train, held)
+
+
+def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
+    root, base = tiny_model
+    runtime = BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache").load()
+    served = HeadBundle.load(root / "model")
+    # The project tags 天气 as an ORG: something the served model never predicts.
+    project = [Example("今天天气很好。", (Span(2, 4, "ORG"),))] * 10
+    replay = [e for e in tiny_examples() if "天气" not in e.text] * 10
+    result = fine_tune(served, runtime.tokenizer, runtime.encoder, project, replay,
+                       tiny_examples(), TrainConfig(epochs=30, patience=30, batch_chars=256, head_lr=5e-3))
+    f = result.figures
+    assert f["replay_examples"] >= f["train_examples"] * (1 - MAX_NEW_SHARE) / MAX_NEW_SHARE - 1
+    assert f["candidate"]["held_out_f1"] > f["served"]["held_out_f1"]
+    assert result.deploy and "held-out" in result.reason
+    # The served bundle itself is untouched (fine-tuning works on a copy).
+    assert HeadBundle.load(root / "model").head.state_dict()["out.weight"].equal(served.head.state_dict()["out.weight"])

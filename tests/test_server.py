@@ -1,0 +1,150 @@
+"""The HTTP surface, with Flask's test client, payloads shaped as Label Studio 1.23 sends them."""
+from __future__ import annotations
+
+import base64
+import time
+
+from raner_backend.labeling import DEFAULT_LABEL_CONFIG
+
+CHINESE_CONFIG = """<View><Labels name="ner" toName="doc"><Label value="人名"/><Label value="地名"/>
+<Label value="机构名"/></Labels><Text name="doc" value="$content"/></View>"""
+
+
+def predict_body(texts, key="text", config=DEFAULT_LABEL_CONFIG):
+    return {"tasks": [{"id": i + 1, "data": {key: t}} for i, t in enumerate(texts)], "project": "1.1712345678",
+            "label_config": config, "params": {"login": None, "password": None, "context": None}}
+
+
+def test_health_is_cheap_and_reports_the_version(client, tiny_backend):
+    for path in ("/health", "/"):
+        r = client.get(path)
+        assert r.status_code == 200
+        assert r.json["status"] == "UP" and r.json["model_version"] == tiny_backend.live.version
+    assert tiny_backend.live.version.startswith("raner-1-")
+
+
+def test_setup_returns_the_model_version(client, tiny_backend):
+    r = client.post("/setup", json={"project": "3.1712345678", "schema": DEFAULT_LABEL_CONFIG,
+                                    "hostname": "http://evil.example", "access_token": "x", "extra_params": None})
+    assert r.status_code == 200 and r.json == {"model_version": tiny_backend.live.version}
+
+
+def test_setup_rejects_configs_it_cannot_serve(client):
+    broken = client.post("/setup", json={"project": "1.1", "schema": "<View><Labels"})
+    assert broken.status_code == 400 and "error" in broken.json
+    unmappable = client.post("/setup", json={"project": "1.1", "schema": """<View><Labels name="l" toName="t">
+        <Label value="Animal"/><Label value="Colour"/></Labels><Text name="t" value="$text"/></View>"""})
+    assert unmappable.status_code == 400 and "Animal" in unmappable.json["error"]
+
+
+def test_predict_gives_one_item_per_task_in_order(client, tiny_backend):
+    texts = ["马云在杭州创办了阿里巴巴。", "", "今天天气很好。", "马云😀在杭州"]
+    r = client.post("/predict", json=predict_body(texts))
+    assert r.status_code == 200
+    results = r.json["results"]
+    assert len(results) == len(texts)
+    for text, item in zip(texts, results):
+        assert set(item) == {"result", "score", "model_version"}
+        assert item["model_version"] == tiny_backend.live.version
+        assert 0.0 <= item["score"] <= 1.0
+        for region in item["result"]:
+            v = region["value"]
+            assert region["from_name"] == "label" and region["to_name"] == "text" and region["type"] == "labels"
+            assert text[v["start"] : v["end"]] == v["text"] and v["labels"][0] in {"PER", "LOC", "ORG"}
+            assert 0.0 <= region["score"] <= 1.0
+    assert results[1]["result"] == []
+    first = {(r["value"]["text"], r["value"]["labels"][0]) for r in results[0]["result"]}
+    assert ("马云", "PER") in first and ("杭州", "LOC") in first
+
+
+def test_predict_maps_labels_and_data_key_from_the_config(client):
+    r = client.post("/predict", json=predict_body(["马云在杭州创办了阿里巴巴。"], key="content",
+                                                   config=CHINESE_CONFIG))
+    assert r.status_code == 200
+    regions = r.json["results"][0]["result"]
+    assert regions and all(x["from_name"] == "ner" and x["to_name"] == "doc" for x in regions)
+    assert {x["value"]["labels"][0] for x in regions} <= {"人名", "地名", "机构名"}
+
+
+def test_predict_uses_the_config_remembered_at_setup(client):
+    client.post("/setup", json={"project": "9.1712345678", "schema": CHINESE_CONFIG})
+    body = predict_body(["马云在杭州"], key="content", config=None)
+    body["project"] = "9.1712345678"
+    r = client.post("/predict", json=body)
+    assert r.status_code == 200 and r.json["results"][0]["result"][0]["from_name"] == "ner"
+
+
+def test_predict_rejects_bad_tasks_with_a_message(client):
+    cases = [b"not json", b"[1, 2]", b'{"tasks": 5}', b'{"no_tasks": []}', b'{"tasks": [{"id": 1}]}',
+             b'{"tasks": [{"data": {"text": 12}}]}', b'{"tasks": [{"data": {"other": "x"}}]}']
+    for raw in cases:
+        r = client.post("/predict", data=raw, content_type="application/json")
+        assert r.status_code == 400, raw
+        assert r.json["error"], raw
+
+
+def test_ner_endpoint(client):
+    one = client.post("/ner", json={"text": "马云在杭州"})
+    assert one.status_code == 200
+    entities = one.json["results"][0]["entities"]
+    assert {"start", "end", "label", "text", "score"} <= set(entities[0])
+    many = client.post("/ner", json={"texts": ["马云在杭州", "李明昨天去了北京大学。"]})
+    assert len(many.json["results"]) == 2
+    assert client.post("/ner", json={"texts": "马云"}).status_code == 400
+    assert client.post("/ner", json={}).status_code == 400
+
+
+def test_webhook_ignores_unknown_events_and_counts_annotations(client, tiny_backend):
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1}}).status_code == 200
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 5},
+                                      "annotation": {"id": 1, "result": [], "task": 1, "project": 5},
+                                      "task": {"id": 1}})
+    assert r.status_code == 200 and r.json["status"].startswith("counted")
+    assert client.post("/webhook", json={"project": {"id": 1}}).status_code == 400
+    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).json["status"] == "ignored"
+
+
+def test_failed_training_is_visible_and_the_model_keeps_serving(client, tiny_backend):
+    """Label Studio unreachable: the job fails, /health says why, predictions go on."""
+    version = tiny_backend.live.version
+    r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7, "title": "x"}})
+    assert r.status_code == 200
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        status = client.get("/health").json["training"].get("7", {})
+        if status.get("state") == "idle" and status.get("last_error"):
+            break
+        time.sleep(0.1)
+    assert "Label Studio" in status["last_error"]
+    assert "secret-token-123" not in str(client.get("/health").json)
+    assert client.post("/ner", json={"text": "马云在杭州"}).status_code == 200
+    assert tiny_backend.live.version == version
+
+
+def test_versions_route(client, tiny_backend):
+    r = client.get("/versions")
+    assert r.status_code == 200 and r.json["versions"] == [tiny_backend.live.version]
+
+
+def test_rollback_refuses_names_outside_the_registry(client):
+    for name in ("../../etc", "raner-1-deadbeef", None, "/tmp/x"):
+        r = client.post("/rollback", json={"version": name})
+        assert r.status_code == 400
+
+
+def test_basic_auth(tiny_settings):
+    from dataclasses import replace
+
+    from raner_backend.server.app import create_app
+    from raner_backend.service import Backend
+
+    settings = replace(tiny_settings, basic_auth_user="ann", basic_auth_pass="pa:ss")
+    client = create_app(Backend(settings).start()).test_client()
+    good = "Basic " + base64.b64encode(b"ann:pa:ss").decode()
+    bad = "Basic " + base64.b64encode(b"ann:nope").decode()
+    assert client.post("/ner", json={"text": "x"}).status_code == 401
+    assert client.post("/ner", json={"text": "x"}, headers={"Authorization": bad}).status_code == 401
+    assert client.post("/ner", json={"text": "x"}, headers={"Authorization": "Basic !!"}).status_code == 401
+    assert client.post("/ner", json={"text": "x"}, headers={"Authorization": good}).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
