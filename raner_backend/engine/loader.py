@@ -16,7 +16,7 @@ from ..model.base import BaseEncoder
 from ..model.bundle import HeadBundle
 from ..model.network import EncoderStates
 from .export import export_encoder, export_head, quantize_int8
-from .predictor import Predictor
+from .predictor import MAX_TOKENS, Predictor
 from .runtime import OnnxBackend, TorchBackend
 
 log = logging.getLogger(__name__)
@@ -82,5 +82,7 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
     else:
         encoder_path = runtime.encoder_onnx(layers, bundle.vocab, int8=engine == "onnx-int8")
         backend = OnnxBackend(engine, encoder_path, ensure_head_onnx(runtime, bundle, folder), threads)
+    config = runtime.encoder.config
     return Predictor(version, runtime.tokenizer, backend, bundle.scheme, bundle.vocab, bundle.crf.params(),
-                     hidden=runtime.encoder.config.hidden_size, cache_size=cache_size)
+                     hidden=config.hidden_size, cache_size=cache_size,
+                     max_tokens=min(MAX_TOKENS, getattr(config, "max_position_embeddings", MAX_TOKENS)))

@@ -118,7 +118,7 @@ class Predictor:
 
     def __init__(self, version: str, tokenizer, backend: EmissionBackend, scheme: TagScheme, vocab: CharVocab,
                  crf: CrfParams, hidden: int, cache_size: int = 4096, batch_tokens: int = 4096, window_chars: int = 256,
-                 window_overlap: int = 64):
+                 window_overlap: int = 64, max_tokens: int = MAX_TOKENS):
         self.version = version
         self.tokenizer = tokenizer
         self.backend = backend
@@ -130,6 +130,7 @@ class Predictor:
         self.batch_tokens = batch_tokens
         self.window_chars = window_chars
         self.window_overlap = window_overlap
+        self.max_tokens = max_tokens
         self._log_tags = float(np.log(scheme.num_tags))
 
     # -- preprocess -------------------------------------------------------------------------
@@ -140,11 +141,19 @@ class Predictor:
         while True:
             bounds = window_bounds(len(text), width, min(self.window_overlap, width // 4))
             encoded = encode_texts(self.tokenizer, [text[s:e] for s, e in bounds])
-            if all(len(e.input_ids) <= MAX_TOKENS for e in encoded) or width <= 16:
+            if all(len(e.input_ids) <= self.max_tokens for e in encoded) or width <= 8:
                 break
             width //= 2  # text denser in tokens than characters (rare scripts, NFKC expansions)
-        return [_Window(index, s, e, enc.input_ids[:MAX_TOKENS], enc.char_token, enc.char_piece)
-                for (s, e), enc in zip(bounds, encoded)]
+        return [self._fit(index, s, e, enc) for (s, e), enc in zip(bounds, encoded)]
+
+    def _fit(self, index: int, start: int, end: int, enc) -> _Window:
+        """A window within the encoder's positions; characters past them (only possible for
+        pathological inputs) keep no token state rather than failing the request."""
+        if len(enc.input_ids) <= self.max_tokens:
+            return _Window(index, start, end, enc.input_ids, enc.char_token, enc.char_piece)
+        beyond = enc.char_token >= self.max_tokens
+        return _Window(index, start, end, enc.input_ids[: self.max_tokens], np.where(beyond, 0, enc.char_token),
+                       np.where(beyond, NO_TOKEN, enc.char_piece))
 
     # -- forward ------------------------------------------------------------------------------
     def _run(self, texts: Sequence[str], windows: list[_Window]) -> None:

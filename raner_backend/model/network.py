@@ -9,7 +9,7 @@ keeps each model version small (only the head and the CRF change).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -28,14 +28,15 @@ class HeadConfig:
     char_dim: int = 128
     dilations: tuple[int, ...] = (1, 2, 4, 1)
     dropout: float = 0.2
-    extra: dict = field(default_factory=dict)
+    lstm_hidden: int = 0  # > 0: a BiLSTM of this size per direction after the convolutions
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "HeadConfig":
-        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
         d["layers"] = tuple(d["layers"])
         d["dilations"] = tuple(d["dilations"])
         return cls(**d)
@@ -66,6 +67,27 @@ class ResidualConv(nn.Module):
         return self.norm(x + self.dropout(value * torch.sigmoid(gate)))
 
 
+class PaddingSafeBiLSTM(nn.Module):
+    """A BiLSTM whose backward direction reads each row reversed within its own length, so a
+    character's state never depends on how much padding its batch has (and it exports to ONNX)."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.forward_rnn = nn.LSTM(width, hidden, batch_first=True)
+        self.backward_rnn = nn.LSTM(width, hidden, batch_first=True)
+        self.proj = nn.Linear(2 * hidden, width)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.squeeze(-1).sum(dim=1, keepdim=True).long()
+        steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
+        reverse = torch.where(steps < lengths, lengths - 1 - steps, steps).unsqueeze(-1)
+        ahead, _ = self.forward_rnn(x)
+        behind, _ = self.backward_rnn(torch.gather(x, 1, reverse.expand(-1, -1, x.size(2))))
+        behind = torch.gather(behind, 1, reverse.expand(-1, -1, behind.size(2)))
+        return self.norm(x + self.proj(torch.cat([ahead, behind], dim=-1)))
+
+
 class CharHead(nn.Module):
     """Encoder piece states → per-character emissions."""
 
@@ -82,6 +104,7 @@ class CharHead(nn.Module):
         self.input_norm = nn.LayerNorm(cfg.width)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ResidualConv(cfg.width, d, cfg.dropout) for d in cfg.dilations)
+        self.lstm = PaddingSafeBiLSTM(cfg.width, cfg.lstm_hidden) if cfg.lstm_hidden else None
         self.out = nn.Linear(cfg.width, cfg.num_tags)
 
     def char_states(self, token_states: torch.Tensor, char_token: torch.Tensor) -> torch.Tensor:
@@ -99,6 +122,8 @@ class CharHead(nn.Module):
         x = self.dropout(self.input_norm(self.input_proj(x)))
         for block in self.blocks:
             x = block(x, mask)
+        if self.lstm is not None:
+            x = self.lstm(x * mask, mask)
         return self.out(x) * mask
 
 

@@ -1,0 +1,102 @@
+"""The engine around the network: long texts in windows, batching, the cache, the live swap."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from raner_backend.engine.live import LiveModel
+from raner_backend.engine.loader import BaseRuntime, build_predictor
+from raner_backend.model.base import resolve_base
+
+from .tiny_bert import tiny_examples
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model):
+    root, base = tiny_model
+    return BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache")
+
+
+@pytest.fixture()
+def predictor(runtime, tiny_model):
+    root, _ = tiny_model
+    return build_predictor(runtime, root / "model", "tiny-1", "onnx-fp32", cache_size=8)
+
+
+def _spans(result):
+    return [(e.start, e.end, e.label) for e in result.entities]
+
+
+def test_long_text_windows_keep_offsets_and_never_cut_or_double_entities(predictor):
+    examples = tiny_examples()
+    text, gold = "", set()
+    for i in range(40):
+        ex = examples[i % len(examples)]
+        gold |= {(s.start + len(text), s.end + len(text), s.label) for s in ex.spans}
+        text += ex.text
+    recall = {}
+    for width, overlap in ((100, 32), (24, 8)):  # the small windows put many edges inside entities
+        predictor.cache = type(predictor.cache)(0)
+        predictor.window_chars, predictor.window_overlap = width, overlap
+        result = predictor.predict([text])[0]
+        spans = _spans(result)
+        assert result.length == len(text) and len(result.char_entropy) == len(text)
+        assert len(set(spans)) == len(spans)
+        for (s1, e1, _), (s2, _, _) in zip(spans, spans[1:]):
+            assert e1 <= s2, "overlapping entities"
+        for e in result.entities:
+            assert text[e.start : e.end] == e.text
+        recall[width] = len(gold & set(spans)) / len(gold)
+    assert recall[24] >= recall[100] - 0.1, recall
+
+
+def test_windowing_changes_nothing_for_a_text_that_fits(predictor):
+    text = tiny_examples()[0].text
+    whole = _spans(predictor.predict([text])[0])
+    predictor.cache = type(predictor.cache)(0)
+    predictor.window_chars = 1000
+    assert _spans(predictor.predict([text])[0]) == whole
+
+
+def test_batched_and_single_predictions_agree(predictor):
+    texts = [e.text for e in tiny_examples()] + ["", "  ", "x" * 90]
+    batched = [_spans(r) for r in predictor.predict(texts)]
+    predictor.cache = type(predictor.cache)(0)
+    single = [_spans(predictor.predict([t])[0]) for t in texts]
+    assert batched == single
+
+
+def test_results_are_cached_per_text_and_bounded(predictor):
+    text = tiny_examples()[1].text
+    first = predictor.predict([text])[0]
+    assert predictor.predict([text])[0] is first
+    for i in range(20):
+        predictor.predict([f"{i}号文本"])
+    assert len(predictor.cache) == 8
+    assert predictor.predict([text])[0] is not first
+
+
+def test_swap_is_atomic_under_concurrent_predictions(runtime, tiny_model):
+    root, _ = tiny_model
+    first = build_predictor(runtime, root / "model", "v1", "onnx-fp32")
+    second = build_predictor(runtime, root / "model", "v2", "torch")
+    live = LiveModel(first)
+    errors, seen = [], set()
+
+    def worker():
+        for _ in range(30):
+            try:
+                p = live.predictor
+                p.predict(["马云在杭州"])
+                seen.add(p.version)
+            except Exception as exc:  # any failure during the swap is the bug under test
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    live.swap(second)
+    for t in threads:
+        t.join()
+    assert not errors and live.version == "v2" and seen <= {"v1", "v2"}
