@@ -92,6 +92,8 @@ class LruCache:
 
 def window_bounds(length: int, width: int, overlap: int) -> list[tuple[int, int]]:
     """Character windows of ``width`` overlapping by ``overlap``, covering ``[0, length)``."""
+    if not 0 <= overlap < width:
+        raise ValueError(f"window overlap {overlap} must be in [0, width {width})")
     if length <= width:
         return [(0, length)]
     bounds, start = [], 0

@@ -44,16 +44,17 @@ def _spans_from_tags(tags: list[str]) -> tuple[Span, ...]:
 def read_tagged(path: Path) -> Iterator[Example]:
     chars: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark would otherwise become the first character of the text.
+    with open(path, encoding="utf-8-sig") as handle:
         for line in handle:
-            line = line.rstrip("\n")
+            line = line.rstrip("\r\n")
             if not line.strip():
                 if chars:
                     yield Example("".join(chars), _spans_from_tags(tags))
                 chars, tags = [], []
                 continue
-            char, _, tag = line.rpartition(" ")
-            chars.append(char or " ")
-            tags.append(tag.strip() or "O")
+            parts = line.rsplit(maxsplit=1)  # "char TAG" or "char\tTAG"; a lone TAG means the char is a space
+            chars.append(parts[0] if len(parts) == 2 else " ")
+            tags.append(parts[-1])
     if chars:
         yield Example("".join(chars), _spans_from_tags(tags))

@@ -29,6 +29,7 @@ class HeadConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 1)
     dropout: float = 0.2
     lstm_hidden: int = 0  # > 0: a BiLSTM of this size per direction after the convolutions
+    layer_mix: str = "softmax"  # "softmax": a learned weighted sum of the layers; "concat": all of them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,8 +96,11 @@ class CharHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         n_layers = len(cfg.layers)
+        if cfg.layer_mix not in ("softmax", "concat"):
+            raise ValueError(f"layer_mix {cfg.layer_mix!r} is not softmax or concat")
         self.layer_weights = nn.Parameter(torch.zeros(n_layers))
-        self.state_proj = nn.Linear(cfg.encoder_hidden, cfg.width)
+        mixed_width = cfg.encoder_hidden * (n_layers if cfg.layer_mix == "concat" else 1)
+        self.state_proj = nn.Linear(mixed_width, cfg.width)
         self.char_embed = nn.Embedding(cfg.char_vocab_size, cfg.char_dim, padding_idx=0)
         self.class_embed = nn.Embedding(len(CHAR_CLASSES), 16, padding_idx=0)
         self.piece_embed = nn.Embedding(PIECE_POSITIONS, 16)
@@ -109,8 +113,12 @@ class CharHead(nn.Module):
 
     def char_states(self, token_states: torch.Tensor, char_token: torch.Tensor) -> torch.Tensor:
         """Mix layers and gather each character's piece state: [batch, chars, width]."""
-        weights = torch.softmax(self.layer_weights, dim=0)
-        mixed = (token_states.float() * weights[None, None, :, None]).sum(dim=2)
+        states = token_states.float()
+        if self.cfg.layer_mix == "concat":
+            mixed = states.flatten(2)
+        else:
+            weights = torch.softmax(self.layer_weights, dim=0)
+            mixed = (states * weights[None, None, :, None]).sum(dim=2)
         index = char_token.unsqueeze(-1).expand(-1, -1, mixed.size(-1))
         return self.state_proj(torch.gather(mixed, 1, index))
 
