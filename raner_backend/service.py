@@ -2,7 +2,6 @@
 versions. The Flask routes and the CLI are thin calls into it."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import shutil
@@ -104,6 +103,8 @@ class Backend:
                                               settings.cache_dir)
         self.live = LiveModel()
         self.project_configs: dict[int, str] = {}
+        self._schemas: dict[str, LabelSchema] = {}
+        self._base_data: dict[str, tuple] = {}
         self._configs_lock = threading.Lock()
         self.started = time.time()
         self.deploy_notes: list[dict] = []
@@ -123,9 +124,17 @@ class Backend:
         log.info("serving model version %s (%s)", info.name, predictor.backend.name)
 
     # -- label configs -----------------------------------------------------------------------
-    @functools.lru_cache(maxsize=64)
     def schema_for(self, label_config: str) -> LabelSchema:
-        return parse_label_config(label_config, self.live_types(), self.settings.label_mapping())
+        """Parsed once per distinct config (Label Studio sends the config with every /predict)."""
+        with self._configs_lock:
+            schema = self._schemas.get(label_config)
+        if schema is None:
+            schema = parse_label_config(label_config, self.live_types(), self.settings.label_mapping())
+            with self._configs_lock:
+                if len(self._schemas) >= 64:
+                    self._schemas.pop(next(iter(self._schemas)))
+                self._schemas[label_config] = schema
+        return schema
 
     def live_types(self) -> tuple[str, ...]:
         return tuple(self.live.predictor.scheme.entity_types)
@@ -235,7 +244,8 @@ class Backend:
         cfg = TrainConfig(epochs=self.settings.train_epochs, max_steps=self.settings.train_max_steps,
                           batch_chars=1024, patience=2)
         report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
-        result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], base_replay_pool(), base_probe(),
+        result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
+                           self.base_data("msra_test.txt", 300),
                            cfg, progress=lambda p: report({"stage": "training", **p}))
         note = {"project": project_id, "parent": current.name, "deployed": result.deploy, "reason": result.reason,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -266,34 +276,25 @@ class Backend:
             log.warning("could not set the project's model_version: %s", exc)
         return note
 
+    def base_data(self, name: str, limit: int) -> tuple:
+        """MSRA sentences: train ones are replayed during fine-tuning, a fixed test sample is the
+        deploy guard's forgetting probe. Empty (with a warning) where the data is not installed."""
+        if name not in self._base_data:
+            from .model.data import msra_path, read_tagged
+
+            try:
+                self._base_data[name] = tuple(e for _, e in zip(range(limit), read_tagged(msra_path(name))))
+            except FileNotFoundError:
+                log.warning("MSRA data not installed: fine-tuning runs without %s", name)
+                self._base_data[name] = ()
+        return self._base_data[name]
+
     def health(self) -> dict:
         return {"status": "UP" if self.live.ready else "STARTING", "model_version": self.live.version,
                 "engine": self.live.predictor.backend.name if self.live.ready else None,
                 "uptime_s": round(time.time() - self.started, 1),
                 "training": self.trainer.status() if self.trainer else {},
                 "deployments": self.deploy_notes[-5:]}
-
-
-@functools.lru_cache(maxsize=1)
-def base_replay_pool() -> tuple:
-    """Base (MSRA train) sentences replayed during fine-tuning; empty where the data is absent."""
-    return _msra("msra_train.txt", 20000)
-
-
-@functools.lru_cache(maxsize=1)
-def base_probe() -> tuple:
-    """A fixed MSRA sample the deploy guard reports on (forgetting check)."""
-    return _msra("msra_test.txt", 300)
-
-
-def _msra(name: str, limit: int) -> tuple:
-    from .model.data import msra_path, read_tagged
-
-    try:
-        return tuple(e for _, e in zip(range(limit), read_tagged(msra_path(name))))
-    except FileNotFoundError:
-        log.warning("MSRA data not installed: fine-tuning runs without replay of base data")
-        return ()
 
 
 __all__ = ["Backend", "BadRequest", "RegistryError", "install_default_model", "project_id_of"]

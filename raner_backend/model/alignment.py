@@ -72,7 +72,3 @@ def encode_texts(tokenizer, texts: Sequence[str]) -> list[Encoded]:
         char_token, char_piece = align(offsets, len(text))
         out.append(Encoded(list(ids), char_token, char_piece))
     return out
-
-
-def token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=True)["input_ids"])
