@@ -223,7 +223,7 @@ def _map_labels(
 
 def region_id(text: str, start: int, end: int, label: str) -> str:
     """A short id, the same for the same text, span and label."""
-    digest = hashlib.sha1(f"{start}:{end}:{label}\x00{text}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(f"{start}:{end}:{label}\x00{text}".encode("utf-8", "surrogatepass")).hexdigest()
     return digest[:10]
 
 

@@ -30,8 +30,10 @@ log() { echo "labelstudio.sh: $*" >&2; }
 
 installed() {
     [ -x "$VENV/bin/label-studio" ] || return 1
-    # `label-studio --version` prints a banner; the version string is in it.
-    "$VENV/bin/label-studio" --version 2>/dev/null | grep -q "$LS_VERSION"
+    # Not `label-studio --version`: in 1.23.2 it starts a server on 0.0.0.0:8080 (default data
+    # dir in ~/.local/share) and never returns. Ask the installed distribution instead.
+    [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("label-studio"))' 2>/dev/null)" \
+        = "$LS_VERSION" ]
 }
 
 cmd_install() {

@@ -9,6 +9,7 @@ doubled, and offsets are those of the original string.
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,6 +25,13 @@ from ..training.features import length_sorted_batches
 from .runtime import EmissionBackend
 
 MAX_TOKENS = 512
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def model_text(text: str) -> str:
+    """What the tokenizer may read: lone surrogates (invalid Unicode that JSON can still carry)
+    become U+FFFD, one code point for one, so every offset stays that of the original text."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -218,9 +226,10 @@ class Predictor:
                 todo[text] = i
         if todo:
             order = list(todo)
-            per_text = [self._windows(k, t) for k, t in enumerate(order)]
+            readable = [model_text(t) for t in order]
+            per_text = [self._windows(k, t) for k, t in enumerate(readable)]
             flat = [w for ws in per_text for w in ws]
-            self._run(order, flat)
+            self._run(readable, flat)
             for text, ws in zip(order, per_text):
                 result = self._decode(text, ws)
                 self.cache.put(text, result)

@@ -61,7 +61,6 @@ def create_app(backend: Backend) -> Flask:
     app = Flask("raner_backend")
     settings = backend.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.ensure_ascii = False
 
     @app.before_request
     def require_auth():

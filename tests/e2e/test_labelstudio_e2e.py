@@ -1,0 +1,245 @@
+"""End to end against a real Label Studio 1.23.2: connect, predict, annotate, train, re-predict, sort.
+
+Needs ``.venv-ls`` (installed on first use by ``scripts/labelstudio.sh install``) and a ``MODEL_DIR``
+prepared with ``raner-backend setup`` (copied, never written to). ``RANER_SKIP_E2E=1`` skips it.
+Timings go to ``benchmarks/results/e2e_labelstudio.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+
+from .labelstudio import REPO, BackendServer, LabelStudioApi, region_id
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+LABELS = {"PER", "LOC", "ORG"}
+RESULTS_FILE = REPO / "benchmarks" / "results" / "e2e_labelstudio.json"
+TRAIN_TIMEOUT_S = 600
+N_ANNOTATED = 12
+
+# (text, gold entities as (surface, label); a surface is found at its first occurrence)
+SENTENCES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("华为在深圳发布Mate60手机", [("华为", "ORG"), ("深圳", "LOC")]),
+    ("@张伟 今天在上海外滩拍照📷 #旅行#", [("张伟", "PER"), ("上海", "LOC"), ("外滩", "LOC")]),
+    ("国务院总理李强在北京会见了来访的德国总理朔尔茨。",
+     [("国务院", "ORG"), ("李强", "PER"), ("北京", "LOC"), ("德国", "LOC"), ("朔尔茨", "PER")]),
+    ("阿里巴巴集团宣布张勇卸任董事会主席，蔡崇信接任。", [("阿里巴巴集团", "ORG"), ("张勇", "PER"), ("蔡崇信", "PER")]),
+    ("中国人民银行今日宣布下调存款准备金率0.5个百分点。", [("中国人民银行", "ORG")]),
+    ("腾讯控股在香港交易所的股价周五上涨3.2%。", [("腾讯控股", "ORG"), ("香港交易所", "ORG")]),
+    ("梅西在迈阿密国际的首秀中打进制胜球⚽️", [("梅西", "PER"), ("迈阿密国际", "ORG")]),
+    ("谷爱凌在北京冬奥会上为中国队夺得自由式滑雪金牌。", [("谷爱凌", "PER"), ("北京", "LOC"), ("中国队", "ORG")]),
+    ("清华大学与微软亚洲研究院联合发布了新的大语言模型。", [("清华大学", "ORG"), ("微软亚洲研究院", "ORG")]),
+    ("刚在成都吃了火锅🔥🔥 @李娜 下次一起来啊 #美食#", [("成都", "LOC"), ("李娜", "PER")]),
+    ("苹果公司CEO库克访问杭州，与马云共进午餐。", [("苹果公司", "ORG"), ("库克", "PER"), ("杭州", "LOC"), ("马云", "PER")]),
+    ("长江三峡水利枢纽今年发电量创历史新高。", [("长江", "LOC"), ("三峡", "LOC")]),
+    ("小米汽车在武汉的新工厂将于明年投产，雷军表示产能翻倍。", [("小米汽车", "ORG"), ("武汉", "LOC"), ("雷军", "PER")]),
+    ("姚明当选中国篮球协会主席后首次来到广州视察。", [("姚明", "PER"), ("中国篮球协会", "ORG"), ("广州", "LOC")]),
+    ("比亚迪在巴西建厂的消息让圣保罗的投资者很兴奋😂", [("比亚迪", "ORG"), ("巴西", "LOC"), ("圣保罗", "LOC")]),
+    ("联合国秘书长古特雷斯呼吁加沙地带立即停火。", [("联合国", "ORG"), ("古特雷斯", "PER"), ("加沙地带", "LOC")]),
+    ("周杰伦台北演唱会门票秒光了😭😭 #周杰伦#", [("周杰伦", "PER"), ("台北", "LOC")]),
+    ("复旦大学王建华教授团队在Nature发表了量子计算的最新成果。", [("复旦大学", "ORG"), ("王建华", "PER"), ("Nature", "ORG")]),
+    ("据新华社报道，西藏林芝市今晨发生4.5级地震，暂无人员伤亡。", [("新华社", "ORG"), ("西藏", "LOC"), ("林芝市", "LOC")]),
+    ("𠮷野家在东京新开了一家门店，Elon Musk也在推特上点赞👍", [("𠮷野家", "ORG"), ("东京", "LOC"), ("Elon Musk", "PER"), ("推特", "ORG")]),
+]
+TEXTS = [text for text, _ in SENTENCES]
+
+
+def gold_spans(text: str, entities: list[tuple[str, str]]) -> list[tuple[int, int, str]]:
+    spans = []
+    for surface, label in entities:
+        start = text.find(surface)
+        assert start >= 0, f"{surface!r} not in {text!r}"
+        spans.append((start, start + len(surface), label))
+    return spans
+
+
+def check_prediction(pred: dict, text: str) -> None:
+    """One Label Studio prediction of our backend: regions consistent with the text (code points)."""
+    score = pred.get("score")
+    assert isinstance(score, (int, float)) and 0.0 <= score <= 1.0, f"task score {score!r} not in [0, 1]"
+    assert isinstance(pred.get("result"), list)
+    for region in pred["result"]:
+        assert region.get("from_name") == "label", region
+        assert region.get("to_name") == "text", region
+        assert region.get("type") == "labels", region
+        value = region.get("value") or {}
+        start, end = value.get("start"), value.get("end")
+        assert isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text), (region, text)
+        assert value.get("text") == text[start:end], (region, text, text[start:end])
+        labels = value.get("labels")
+        assert isinstance(labels, list) and len(labels) == 1 and labels[0] in LABELS, region
+        region_score = region.get("score")
+        assert isinstance(region_score, float) and math.isfinite(region_score), region
+
+
+def predictions_of_version(api: LabelStudioApi, tasks: list[dict], version: str, timeout: float = 120) -> dict:
+    """{task id: the task's prediction with ``model_version == version``}; waits for all of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {}
+        for task in tasks:
+            for pred in api.predictions(task["id"]):
+                if pred.get("model_version") == version:
+                    found[task["id"]] = pred
+        if len(found) == len(tasks) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def corrected_result(pred: dict, text: str, gold: list[tuple[int, int, str]], fix: bool) -> list[dict]:
+    """An annotator's result: the predicted regions, with (when ``fix``) one gold entity fixed or added."""
+    regions = [{"id": region_id(), "from_name": r["from_name"], "to_name": r["to_name"], "type": "labels",
+                "origin": "manual",
+                "value": {k: r["value"][k] for k in ("start", "end", "text", "labels")}} for r in pred["result"]]
+    if fix:
+        predicted = {(r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in regions}
+        missing = [g for g in gold if g not in predicted]
+        if missing:
+            start, end, label = missing[0]
+            regions = [r for r in regions if r["value"]["end"] <= start or r["value"]["start"] >= end]
+            regions.append({"id": region_id(), "from_name": "label", "to_name": "text", "type": "labels",
+                            "origin": "manual",
+                            "value": {"start": start, "end": end, "text": text[start:end], "labels": [label]}})
+    return sorted(regions, key=lambda r: r["value"]["start"])
+
+
+def write_results(data: dict) -> None:
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def test_label_studio_round_trip(source_model_dir: Path, label_studio_install, label_studio, tmp_path: Path):
+    timings: dict[str, float] = {}
+    record: dict = {
+        "test": "tests/e2e/test_labelstudio_e2e.py::test_label_studio_round_trip",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "label_studio": "1.23.2", "cpus": os.cpu_count(), "machine": platform.machine(),
+        "tasks": len(TEXTS), "annotated": N_ANNOTATED,
+        "backend_env": {"TRAIN_EPOCHS": "1", "TRAIN_MAX_STEPS": "60"},
+        "seconds": timings, "passed": False,
+    }
+    timings["ls_install_check"] = label_studio_install["seconds"]
+    timings["ls_start"] = round(label_studio.start_seconds or 0.0, 1)
+    record["ls_started_from_template"] = label_studio.from_template
+
+    api = label_studio.api()
+    pid = api.create_project("raner e2e")
+    tasks = api.import_tasks(pid, TEXTS)
+    assert [t["data"]["text"] for t in tasks] == TEXTS
+    text_of = {t["id"]: t["data"]["text"] for t in tasks}
+    gold_of = {t["id"]: gold_spans(text, ents) for t, (text, ents) in zip(tasks, SENTENCES)}
+
+    # TRAIN_THRESHOLD: only "Start Training" trains here, not the 12 annotation webhooks.
+    backend = BackendServer(source_model_dir, tmp_path / "backend", label_studio.base_url, label_studio.token,
+                            extra_env={"TRAIN_THRESHOLD": "100000"})
+    try:
+        with backend:
+            timings["backend_start"] = round(backend.start_seconds or 0.0, 1)
+            _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record)
+        record["passed"] = True
+    except BaseException:
+        print(f"--- backend log ({backend.log_path}) ---\n{backend.log_tail(120)}")
+        raise
+    finally:
+        write_results(record)
+
+
+def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
+    v0 = backend.health()["model_version"]
+    assert v0, "the backend reports no model_version"
+    record["version_before"] = v0
+
+    # -- connect and predict ------------------------------------------------------------------
+    ml_id = api.connect_backend(pid, backend.url, title="raner-backend")
+    started = time.monotonic()
+    api.retrieve_predictions(pid)
+    first = predictions_of_version(api, tasks, v0)
+    timings["retrieve_predictions_1"] = round(time.monotonic() - started, 1)
+    missing = [t["id"] for t in tasks if t["id"] not in first]
+    assert not missing, f"tasks without a {v0} prediction: {missing} (ML backend: {api.ml_backend(ml_id)})"
+    for task_id, pred in first.items():
+        check_prediction(pred, text_of[task_id])
+    with_regions = sum(1 for p in first.values() if p["result"])
+    record["tasks_with_regions_before"] = with_regions
+    assert with_regions >= len(tasks) / 2, f"only {with_regions}/{len(tasks)} tasks have a predicted entity"
+
+    # -- annotate 12 tasks: the prediction, corrected in some ------------------------------------
+    started = time.monotonic()
+    for i, task in enumerate(tasks[:N_ANNOTATED]):
+        result = corrected_result(first[task["id"]], text_of[task["id"]], gold_of[task["id"]], fix=i % 2 == 0)
+        api.submit_annotation(task["id"], result)
+    timings["submit_annotations"] = round(time.monotonic() - started, 1)
+    project = api.get_project(pid)
+    assert project.get("num_tasks_with_annotations", N_ANNOTATED) == N_ANNOTATED
+
+    # -- train until a new version is served ---------------------------------------------------
+    started = time.monotonic()
+    api.train(ml_id)
+    timings["train_call"] = round(time.monotonic() - started, 1)
+    v1, health = _wait_new_version(backend, pid, v0, started)
+    timings["train_to_new_version"] = round(time.monotonic() - started, 1)
+    record["version_after"] = v1
+    record["deployments"] = health.get("deployments")
+    versions = backend.versions()["versions"]
+    assert v1 in versions and v0 in versions, versions
+    _wait_training_idle(backend, pid)
+
+    # the backend PATCHes the project's model_version after deploying
+    deadline = time.monotonic() + 30
+    while (project_version := api.get_project(pid).get("model_version")) != v1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert project_version == v1, f"project model_version is {project_version!r}, the backend serves {v1!r}"
+
+    # -- predict again with the new version ----------------------------------------------------
+    started = time.monotonic()
+    api.retrieve_predictions(pid)
+    second = predictions_of_version(api, tasks, v1)
+    timings["retrieve_predictions_2"] = round(time.monotonic() - started, 1)
+    missing = [t["id"] for t in tasks if t["id"] not in second]
+    assert not missing, f"tasks without a {v1} prediction: {missing}"
+    for task_id, pred in second.items():
+        check_prediction(pred, text_of[task_id])
+    record["tasks_with_regions_after"] = sum(1 for p in second.values() if p["result"])
+
+    # -- Data Manager: ordered by prediction score ---------------------------------------------
+    ordered = api.tasks_by_prediction_score(pid)
+    assert sorted(t["id"] for t in ordered) == sorted(t["id"] for t in tasks)
+    scores = [t.get("predictions_score") for t in ordered]
+    assert all(s is not None for s in scores), f"tasks without a prediction score in the view: {scores}"
+    assert all(a <= b + 1e-9 for a, b in zip(scores, scores[1:])), f"not sorted by prediction score: {scores}"
+    for task in ordered:  # the score column averages the current (v1) predictions: one per task here
+        assert abs(task["predictions_score"] - second[task["id"]]["score"]) < 1e-3, task
+    record["scores_in_view_order"] = [round(s, 4) for s in scores]
+
+
+def _wait_new_version(backend: BackendServer, pid: int, v0: str, started: float) -> tuple[str, dict]:
+    """Polls ``/health`` until the served model_version changes; fails early when the job ended without it."""
+    deadline = started + TRAIN_TIMEOUT_S
+    health: dict = {}
+    while time.monotonic() < deadline:
+        health = backend.health()
+        if health.get("model_version") not in (None, v0):
+            return health["model_version"], health
+        state = (health.get("training") or {}).get(str(pid)) or {}
+        if state.get("state") == "idle" and state.get("jobs_started", 0) > 0:
+            pytest.fail(f"training ended without a new version: error={state.get('last_error')!r} "
+                        f"result={state.get('last_result')!r} deployments={health.get('deployments')!r}")
+        time.sleep(2)
+    pytest.fail(f"no new model version within {TRAIN_TIMEOUT_S} s; last /health: {health}")
+
+
+def _wait_training_idle(backend: BackendServer, pid: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = (backend.health().get("training") or {}).get(str(pid)) or {}
+        if state.get("state", "idle") == "idle":
+            return
+        time.sleep(1)
+    pytest.fail(f"training of project {pid} still busy {timeout:.0f} s after the new version")
