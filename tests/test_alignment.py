@@ -72,7 +72,10 @@ def test_alignment_is_per_code_point_of_the_original_string(base_tokenizer, text
             assert key(ch) in key(token_body(base_tokenizer, enc.input_ids[t])), (i, ch)
     for t, (a, b) in enumerate(offsets):
         if b > a and enc.input_ids[t] != unk:
-            assert key(token_body(base_tokenizer, enc.input_ids[t])).strip() in key(text[a:b]), (t, a, b)
+            # NFKC composes a base letter with a following combining mark (i + ̈ → ï); the
+            # tokenizer's offsets then point at the mark alone, so the base letter counts too.
+            start = a - 1 if a > 0 and unicodedata.combining(text[a]) else a
+            assert key(token_body(base_tokenizer, enc.input_ids[t])).strip() in key(text[start:b]), (t, a, b)
     assert enc.char_piece.tolist() == expected_pieces(enc.char_token)
     # Any span of the string: its characters are tied to tokens drawn from that same substring.
     a = data.draw(st.integers(0, len(text)))
