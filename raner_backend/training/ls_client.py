@@ -54,5 +54,16 @@ class LabelStudioClient:
             raise LabelStudioError("Label Studio export is not a list of tasks")
         return tasks
 
+    def tasks(self, project_id: int) -> list[dict]:
+        """Every task of the project as ``{"id", "data"}``."""
+        def listing():
+            return [{"id": t.id, "data": t.data} for t in self.client.tasks.list(project=project_id, fields="all")]
+
+        return self._call("task list", listing)
+
+    def create_prediction(self, task_id: int, result: list, score: float, version: str) -> None:
+        self._call("prediction upload", lambda: self.client.predictions.create(
+            task=task_id, result=result, score=score, model_version=version))
+
     def set_model_version(self, project_id: int, version: str) -> None:
         self._call("model_version update", lambda: self.client.projects.update(id=project_id, model_version=version))

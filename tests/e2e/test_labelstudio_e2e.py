@@ -144,7 +144,8 @@ def test_label_studio_round_trip(source_model_dir: Path, label_studio_install, l
             timings["backend_start"] = round(backend.start_seconds or 0.0, 1)
             _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record)
         record["passed"] = True
-    except BaseException:
+    except BaseException as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         print(f"--- backend log ({backend.log_path}) ---\n{backend.log_tail(120)}")
         raise
     finally:
@@ -191,11 +192,18 @@ def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
     assert v1 in versions and v0 in versions, versions
     _wait_training_idle(backend, pid)
 
-    # the backend PATCHes the project's model_version after deploying
-    deadline = time.monotonic() + 30
+    # -- the backend sets the project's model_version to the new version ------------------------
+    # Label Studio accepts PATCH {"model_version": v} only when v is the title of one of the
+    # project's ML backends or the model_version of an existing prediction in the project
+    # (projects/serializers.py validate_model_version), so the backend uploads the new version's
+    # predictions before it PATCHes: this must hold before anyone retrieves predictions again.
+    deadline = time.monotonic() + 60
     while (project_version := api.get_project(pid).get("model_version")) != v1 and time.monotonic() < deadline:
         time.sleep(1)
-    assert project_version == v1, f"project model_version is {project_version!r}, the backend serves {v1!r}"
+    record["project_model_version_after"] = project_version
+    assert project_version == v1, (
+        f"project model_version is {project_version!r}, the backend serves {v1!r} (Label Studio refuses a "
+        f"PATCH to a version that has no prediction in the project yet)")
 
     # -- predict again with the new version ----------------------------------------------------
     started = time.monotonic()
