@@ -23,9 +23,7 @@ def main(ls_url: str, token: str, backend_url: str) -> int:
     ls.projects.import_tasks(id=project.id, request=[{"text": s} for s in sentences])
     ls.ml.create(url=backend_url, project=project.id, title="raner-backend", is_interactive=False)
     version = requests.get(f"{backend_url}/health", timeout=10).json()["model_version"]
-    # Label Studio sets the project's model_version to the backend's title on connect; the score
-    # column and uncertainty sampling count only predictions of the project's model_version.
-    ls.projects.update(id=project.id, model_version=version, sampling="Uncertainty sampling")
+    ls.projects.update(id=project.id, sampling="Uncertainty sampling")
     ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
                       selected_items={"all": True, "excluded": []})
     deadline = time.time() + 120
@@ -35,6 +33,10 @@ def main(ls_url: str, token: str, backend_url: str) -> int:
         if done >= len(sentences):
             break
         time.sleep(1)
+    # On connect Label Studio sets the project's model_version to the backend's title; the score
+    # column and uncertainty sampling count only predictions of the project's model_version, and
+    # Label Studio accepts a version only once predictions of it exist.
+    ls.projects.update(id=project.id, model_version=version)
     print(f"project {project.id}: {len(sentences)} tasks, {done} pre-annotated by {version}")
     print(f"open {ls_url}/projects/{project.id}/data")
     return 0

@@ -7,12 +7,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from .chars import CharVocab
 from .crf import CRF
-from .network import CharHead, HeadConfig, NerNetwork
+from .network import CharHead, HeadConfig
 from .tags import TagScheme
 
 WEIGHTS = "head.safetensors"
@@ -53,6 +52,3 @@ class HeadBundle:
         crf.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("crf.")})
         head.eval(); crf.eval()
         return cls(scheme, CharVocab(config["chars"]), head, crf, config["base"])
-
-    def network(self, encoder: torch.nn.Module) -> NerNetwork:
-        return NerNetwork(encoder, self.head, self.crf).eval()

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from .alignment import CHAR_CLASSES, PIECE_POSITIONS
-from .crf import CRF
 
 
 @dataclass
@@ -133,17 +132,3 @@ class CharHead(nn.Module):
         if self.lstm is not None:
             x = self.lstm(x * mask, mask)
         return self.out(x) * mask
-
-
-class NerNetwork(nn.Module):
-    """Encoder + head, end to end: the graph exported to ONNX (emissions only; the CRF runs
-    beside it in numpy)."""
-
-    def __init__(self, encoder: nn.Module, head: CharHead, crf: CRF):
-        super().__init__()
-        self.states = EncoderStates(encoder, head.cfg.layers)
-        self.head = head
-        self.crf = crf
-
-    def forward(self, input_ids, attention_mask, char_token, char_piece, char_ids, char_class):
-        return self.head(self.states(input_ids, attention_mask), char_token, char_piece, char_ids, char_class)

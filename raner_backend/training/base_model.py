@@ -15,7 +15,7 @@ from ..model.chars import CharVocab, char_classes
 from ..model.data import Example
 from ..model.network import EncoderStates, HeadConfig
 from ..model.tags import TagScheme
-from .features import FeatureCache, build_feature_cache
+from .features import build_feature_cache
 from .trainer import Item, TrainConfig, split_dev, train
 
 log = logging.getLogger(__name__)
