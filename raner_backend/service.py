@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .active.uncertainty import uncertainty_of
+from .engine.batcher import Coalescer
 from .engine.live import LiveModel
 from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_onnx
 from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
@@ -102,6 +103,7 @@ class Backend:
         self.runtime = runtime or BaseRuntime(resolve_base(settings.base_model, settings.cache_dir),
                                               settings.cache_dir)
         self.live = LiveModel()
+        self.coalescer = Coalescer(self.live, wait_ms=settings.batch_wait_ms)
         self.project_configs: dict[int, str] = {}
         self._schemas: dict[str, LabelSchema] = {}
         self._base_data: dict[str, tuple] = {}
@@ -163,12 +165,12 @@ class Backend:
             if not isinstance(text, str):
                 raise BadRequest(f"task #{position}: data.{schema.data_key} is missing or not a string")
             texts.append(text)
-        predictor = self.live.predictor
+        version, results = self.coalescer.predict(texts)
         out = []
-        for text, result in zip(texts, predictor.predict(texts)):
+        for text, result in zip(texts, results):
             u = uncertainty_of(result)
             regions = to_regions(schema, text, result.entities)
-            out.append(Prediction(regions, u.confidence, predictor.version, u.to_dict()))
+            out.append(Prediction(regions, u.confidence, version, u.to_dict()))
         return out
 
     def _schema_for_request(self, label_config: Any, project: Any) -> LabelSchema:
@@ -186,9 +188,8 @@ class Backend:
             raise BadRequest(str(exc)) from None
 
     def ner(self, texts: Sequence[str]) -> dict:
-        predictor = self.live.predictor
-        results = predictor.predict(texts)
-        return {"model_version": predictor.version,
+        version, results = self.coalescer.predict(texts)
+        return {"model_version": version,
                 "results": [{"entities": [e.to_dict() for e in r.entities],
                              "uncertainty": uncertainty_of(r).to_dict()} for r in results]}
 

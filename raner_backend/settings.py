@@ -25,7 +25,7 @@ class Settings:
     port: int = 9090
     engine: str = "auto"  # auto (the manifest's choice), onnx-int8, onnx-fp32, torch
     cache_size: int = 4096
-    batch_size: int = 32
+    batch_wait_ms: float = 2.0  # dynamic batching: how long a small request waits for company (0: off)
     label_map: str = ""  # e.g. "人名=PER,地名=LOC,机构名=ORG"
     train_threshold: int = 10
     train_debounce_s: float = 5.0

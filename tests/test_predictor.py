@@ -100,3 +100,39 @@ def test_swap_is_atomic_under_concurrent_predictions(runtime, tiny_model):
     for t in threads:
         t.join()
     assert not errors and live.version == "v2" and seen <= {"v1", "v2"}
+
+
+def test_concurrent_small_requests_are_coalesced_into_batches(runtime, tiny_model):
+    from raner_backend.engine.batcher import Coalescer
+
+    root, _ = tiny_model
+    live = LiveModel(build_predictor(runtime, root / "model", "v1", "onnx-fp32", cache_size=0))
+    coalescer = Coalescer(live, wait_ms=50)
+    texts = [e.text for e in tiny_examples()] * 4
+    expected = [_spans(r) for r in live.predictor.predict(texts)]
+    got: dict[int, list] = {}
+
+    def client(i):
+        version, (result,) = coalescer.predict([texts[i]])
+        assert version == "v1"
+        got[i] = _spans(result)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(len(texts))] == expected
+    assert coalescer.batches < len(texts)
+
+
+def test_a_failing_batch_reaches_its_callers_and_the_coalescer_survives(runtime, tiny_model):
+    from raner_backend.engine.batcher import Coalescer
+
+    root, _ = tiny_model
+    live = LiveModel()
+    coalescer = Coalescer(live, wait_ms=1)
+    with pytest.raises(RuntimeError, match="no model"):
+        coalescer.predict(["马云"])
+    live.swap(build_predictor(runtime, root / "model", "v2", "onnx-fp32"))
+    assert coalescer.predict(["马云在杭州"])[0] == "v2"
