@@ -110,6 +110,20 @@ def corrected_result(pred: dict, text: str, gold: list[tuple[int, int, str]], fi
     return sorted(regions, key=lambda r: r["value"]["start"])
 
 
+def retrieve_and_check(api, pid: int, tasks: list[dict], version: str, text_of: dict, timings: dict,
+                       timing_key: str) -> dict:
+    """"Retrieve predictions" for the whole project; every task gets a valid one of ``version``."""
+    started = time.monotonic()
+    api.retrieve_predictions(pid)
+    found = predictions_of_version(api, tasks, version)
+    timings[timing_key] = round(time.monotonic() - started, 1)
+    missing = [t["id"] for t in tasks if t["id"] not in found]
+    assert not missing, f"tasks without a {version} prediction: {missing}"
+    for task_id, pred in found.items():
+        check_prediction(pred, text_of[task_id])
+    return found
+
+
 def write_results(data: dict) -> None:
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -159,14 +173,7 @@ def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
 
     # -- connect and predict ------------------------------------------------------------------
     ml_id = api.connect_backend(pid, backend.url, title="raner-backend")
-    started = time.monotonic()
-    api.retrieve_predictions(pid)
-    first = predictions_of_version(api, tasks, v0)
-    timings["retrieve_predictions_1"] = round(time.monotonic() - started, 1)
-    missing = [t["id"] for t in tasks if t["id"] not in first]
-    assert not missing, f"tasks without a {v0} prediction: {missing} (ML backend: {api.ml_backend(ml_id)})"
-    for task_id, pred in first.items():
-        check_prediction(pred, text_of[task_id])
+    first = retrieve_and_check(api, pid, tasks, v0, text_of, timings, "retrieve_predictions_1")
     with_regions = sum(1 for p in first.values() if p["result"])
     record["tasks_with_regions_before"] = with_regions
     assert with_regions >= len(tasks) / 2, f"only {with_regions}/{len(tasks)} tasks have a predicted entity"
@@ -206,14 +213,7 @@ def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
         f"PATCH to a version that has no prediction in the project yet)")
 
     # -- predict again with the new version ----------------------------------------------------
-    started = time.monotonic()
-    api.retrieve_predictions(pid)
-    second = predictions_of_version(api, tasks, v1)
-    timings["retrieve_predictions_2"] = round(time.monotonic() - started, 1)
-    missing = [t["id"] for t in tasks if t["id"] not in second]
-    assert not missing, f"tasks without a {v1} prediction: {missing}"
-    for task_id, pred in second.items():
-        check_prediction(pred, text_of[task_id])
+    second = retrieve_and_check(api, pid, tasks, v1, text_of, timings, "retrieve_predictions_2")
     record["tasks_with_regions_after"] = sum(1 for p in second.values() if p["result"])
 
     # -- Data Manager: ordered by prediction score ---------------------------------------------
