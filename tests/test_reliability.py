@@ -1,0 +1,42 @@
+"""Faults: half-written versions are never loaded, secrets never reach logs or answers."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from raner_backend.training.registry import Registry
+
+
+def test_half_written_versions_and_staging_leftovers_are_never_loaded(tiny_settings):
+    from raner_backend.service import Backend
+
+    registry = Registry(tiny_settings.model_dir)
+    served = registry.current().name
+    # What a kill -9 can leave: a build in staging, a version folder without its manifest, a
+    # version folder whose manifest is cut short, and a CURRENT pointing at nothing.
+    leftover = registry.new_staging()
+    (leftover / "head.safetensors").write_bytes(b"partial")
+    (registry.versions_dir / "raner-7-0123abcd").mkdir()
+    broken = registry.versions_dir / "raner-8-89abcdef"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"version": "raner-8-')
+    backend = Backend(tiny_settings).start()
+    assert backend.live.version == served
+    assert list(registry.staging_dir.iterdir()) == []
+    (tiny_settings.model_dir / "CURRENT").write_text("raner-9-00000000\n")
+    assert Registry(tiny_settings.model_dir).current().name == served
+
+
+def test_secrets_never_reach_logs_or_answers(tiny_backend, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 11}})
+    deadline = time.time() + 30
+    while time.time() < deadline and not tiny_backend.trainer.status().get("11", {}).get("last_error"):
+        time.sleep(0.1)
+    answers = json.dumps([client.get("/health").json, client.get("/versions").json,
+                          client.post("/setup", json={"schema": "<View/>"}).json])
+    secret = tiny_backend.settings.label_studio_api_key
+    assert tiny_backend.trainer.status()["11"]["last_error"]
+    assert secret not in caplog.text and secret not in answers
+    assert secret not in repr(tiny_backend.settings)
