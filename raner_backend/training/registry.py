@@ -53,6 +53,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
         json.dump(data, handle, indent=2, ensure_ascii=False)
         handle.flush()
         os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; manifests are meant to be read
     os.replace(tmp, path)
 
 
