@@ -40,3 +40,19 @@ def test_secrets_never_reach_logs_or_answers(tiny_backend, client, caplog):
     assert tiny_backend.trainer.status()["11"]["last_error"]
     assert secret not in caplog.text and secret not in answers
     assert secret not in repr(tiny_backend.settings)
+
+
+def test_a_storm_of_annotation_webhooks_answers_fast_and_trains_at_most_twice(client, tiny_backend):
+    slowest = 0.0
+    for i in range(100):
+        t0 = time.perf_counter()
+        r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 21},
+                                          "annotation": {"id": i, "task": i, "project": 21, "result": []}})
+        slowest = max(slowest, time.perf_counter() - t0)
+        assert r.status_code == 200
+    assert slowest < 0.1
+    time.sleep(tiny_backend.settings.train_debounce_s + 0.5)
+    deadline = time.time() + 30
+    while time.time() < deadline and tiny_backend.trainer.busy():
+        time.sleep(0.1)
+    assert 1 <= tiny_backend.trainer.status()["21"]["jobs_started"] <= 2
