@@ -250,33 +250,39 @@ class Backend:
         result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
                            self.base_data("msra_test.txt", 300),
                            cfg, progress=lambda p: report({"stage": "training", **p}))
+        note = self.deploy(result, current, project_id, len(skipped))
+        if note.get("version"):
+            try:
+                note["published_predictions"] = self.publish_version(client, project_id, note["version"])
+            except Exception as exc:  # the model serves anyway; "Retrieve predictions" still works
+                log.warning("could not make %s the project's model_version: %s", note["version"], exc)
+        return note
+
+    def deploy(self, result, current: VersionInfo, project_id: int, skipped: int) -> dict:
+        """Apply the deploy guard's verdict: write the candidate as a new version and swap it in, or
+        keep serving ``current``; either way the outcome is noted for /health."""
         note = {"project": project_id, "parent": current.name, "deployed": result.deploy, "reason": result.reason,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.deploy_notes.append(note)
         if not result.deploy:
             log.warning("new model for project %s not deployed: %s", project_id, result.reason)
-            self.deploy_notes.append(note)
             return note
-        report({"stage": "export"})
         staging = self.registry.new_staging()
         try:
             result.bundle.save(staging)
             ensure_head_onnx(self.runtime, result.bundle, staging)
             manifest = {"engine": current.manifest.get("engine", {"engine": DEFAULT_ENGINE}),
                         "parent": current.name, "project": project_id, "training": result.figures,
-                        "deploy_guard": result.reason, "skipped_annotations": len(skipped)}
+                        "deploy_guard": result.reason, "skipped_annotations": skipped}
             info = self.registry.commit(staging, manifest, make_current=False)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            note.update(deployed=False, reason=f"writing the new version failed: {type(exc).__name__}: {exc}")
             raise
         self.load_version(info)
         self.registry.set_current(info.name)
         note["version"] = info.name
-        self.deploy_notes.append(note)
         log.info("deployed %s for project %s: %s", info.name, project_id, result.reason)
-        try:
-            note["published_predictions"] = self.publish_version(client, project_id, info.name)
-        except Exception as exc:  # the model serves anyway; "Retrieve predictions" still works
-            log.warning("could not make %s the project's model_version: %s", info.name, exc)
         return note
 
     def publish_version(self, client, project_id: int, version: str, chunk: int = 256) -> int:

@@ -56,3 +56,67 @@ def test_a_storm_of_annotation_webhooks_answers_fast_and_trains_at_most_twice(cl
     while time.time() < deadline and tiny_backend.trainer.busy():
         time.sleep(0.1)
     assert 1 <= tiny_backend.trainer.status()["21"]["jobs_started"] <= 2
+
+
+def _candidate(tiny_backend, deploy=True):
+    from raner_backend.model.bundle import HeadBundle
+    from raner_backend.training.fine_tune import FineTuneResult
+
+    bundle = HeadBundle.load(tiny_backend.registry.current().path)
+    return FineTuneResult(bundle, deploy, "test verdict", {"note": "test"})
+
+
+def test_a_full_disk_while_writing_a_version_keeps_the_old_model(tiny_backend, monkeypatch):
+    import errno
+
+    import pytest
+
+    current = tiny_backend.registry.current()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("raner_backend.model.bundle.save_file", disk_full)
+    with pytest.raises(OSError):
+        tiny_backend.deploy(_candidate(tiny_backend), current, 5, 0)
+    assert tiny_backend.live.version == current.name
+    assert [v.name for v in tiny_backend.registry.versions()] == [current.name]
+    assert list(tiny_backend.registry.staging_dir.iterdir()) == []
+    assert "No space left" in tiny_backend.deploy_notes[-1]["reason"]
+
+
+def test_a_refused_candidate_keeps_the_old_model_and_says_why(tiny_backend):
+    current = tiny_backend.registry.current()
+    note = tiny_backend.deploy(_candidate(tiny_backend, deploy=False), current, 5, 0)
+    assert not note["deployed"] and tiny_backend.live.version == current.name
+    assert tiny_backend.health()["deployments"][-1]["reason"] == "test verdict"
+
+
+def test_kill_9_while_writing_a_version_leaves_the_last_complete_one(tiny_settings):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from raner_backend.service import Backend
+
+    served = Registry(tiny_settings.model_dir).current().name
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from pathlib import Path
+from raner_backend.training.registry import Registry
+registry = Registry(Path({str(tiny_settings.model_dir)!r}))
+staging = registry.new_staging()
+with open(staging / "head.safetensors", "wb") as f:
+    f.write(b"half")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE)
+    assert writer.stdout.readline().strip() == b"writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert any(Registry(tiny_settings.model_dir).staging_dir.iterdir())
+    backend = Backend(tiny_settings).start()
+    assert backend.live.version == served
+    assert not any(backend.registry.staging_dir.iterdir())
