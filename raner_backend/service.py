@@ -234,9 +234,8 @@ class Backend:
 
         client = LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
         report({"stage": "export"})
-        schema = parse_label_config(client.label_config(project_id), self.live_types(),
-                                    self.settings.label_mapping())
-        pairs, skipped = examples_from_export(client.export_annotated_tasks(project_id), schema)
+        label_config = client.label_config(project_id)
+        pairs, skipped = examples_from_export(client.export_annotated_tasks(project_id), self.schema_for(label_config))
         if not pairs:
             raise ValueError(f"no usable annotations in project {project_id} ({len(skipped)} skipped)")
         current = self.registry.current()
@@ -253,7 +252,8 @@ class Backend:
         note = self.deploy(result, current, project_id, len(skipped))
         if note.get("version"):
             try:
-                note["published_predictions"] = self.publish_version(client, project_id, note["version"])
+                note["published_predictions"] = self.publish_version(client, project_id, note["version"],
+                                                                     label_config)
             except Exception as exc:  # the model serves anyway; "Retrieve predictions" still works
                 log.warning("could not make %s the project's model_version: %s", note["version"], exc)
         return note
@@ -285,11 +285,10 @@ class Backend:
         log.info("deployed %s for project %s: %s", info.name, project_id, result.reason)
         return note
 
-    def publish_version(self, client, project_id: int, version: str, chunk: int = 256) -> int:
+    def publish_version(self, client, project_id: int, version: str, label_config: str, chunk: int = 256) -> int:
         """Make ``version`` the project's model_version, so the Data Manager's score column and
         uncertainty sampling use it. Label Studio accepts only a version that already has
         predictions in the project, so the new model's predictions are uploaded first."""
-        label_config = client.label_config(project_id)
         schema = self.schema_for(label_config)
         tasks = [t for t in client.tasks(project_id)
                  if isinstance(t.get("data"), dict) and isinstance(t["data"].get(schema.data_key), str)]
