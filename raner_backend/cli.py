@@ -164,6 +164,30 @@ def cmd_predict(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_rank(args, settings: Settings) -> int:
+    from .service import Backend
+    from .training.ls_client import LabelStudioError
+
+    backend = Backend(settings).start(install=False)
+    try:
+        report = backend.rank_project(args.project, progress=not args.quiet)
+    except LabelStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**report.summary(top=0), "queue": [q.to_dict() for q in report.queue]},
+                         ensure_ascii=False, indent=1))
+        return 0
+    print(f"project {report.project}: {len(report.queue)} unlabelled task(s) ranked with {report.model_version} "
+          f"({report.labelled} labelled, {report.skipped} skipped, {report.seconds:.1f} s); label first:")
+    print(f"{'#':>4} {'task':>8} {'score':>7} {'cluster':>7} {'H mean':>6} {'H max':>6} {'path':>6} {'div':>5}  text")
+    for q in report.queue[: args.top]:
+        u = q.uncertainty
+        print(f"{q.position + 1:>4} {q.task_id:>8} {q.score:7.4f} {q.cluster:>7} {u['mean_entropy']:6.3f} "
+              f"{u['max_entropy']:6.3f} {u['mnlp']:6.3f} {q.diversity:5.2f}  {q.text[:40]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raner-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="entities of texts given as arguments or lines on stdin")
     predict.add_argument("text", nargs="*")
     predict.set_defaults(func=cmd_predict)
+
+    rank = sub.add_parser("rank", help="queue a Label Studio project's unlabelled tasks by uncertainty and diversity")
+    rank.add_argument("--project", type=int, required=True, help="the Label Studio project id")
+    rank.add_argument("--top", type=int, default=20, help="how many of the queue to print")
+    rank.add_argument("--json", action="store_true", help="print the whole queue as JSON")
+    rank.add_argument("--quiet", action="store_true", help="no progress bars")
+    rank.set_defaults(func=cmd_rank)
     return parser
 
 

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from .active import project_queue
 from .active.uncertainty import uncertainty_of
 from .engine.batcher import Coalescer
 from .engine.live import LiveModel
@@ -110,11 +111,16 @@ class Backend:
         self._configs_lock = threading.Lock()
         self.started = time.time()
         self.deploy_notes: list[dict] = []
+        self.rankings: dict[int, dict] = {}
         self.trainer = None  # set by attach_training()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "Backend":
-        current = install_default_model(self.settings, self.runtime)
+    def start(self, install: bool = True) -> "Backend":
+        """Serve the current version; ``install=False`` only reads ``MODEL_DIR`` (for commands that
+        run next to a serving backend, which owns its staging area)."""
+        current = install_default_model(self.settings, self.runtime) if install else self.registry.current()
+        if current is None:
+            raise FileNotFoundError(f"no model version in {self.settings.model_dir}: run `raner-backend setup`")
         self.load_version(current)
         return self
 
@@ -250,12 +256,14 @@ class Backend:
                            self.base_data("msra_test.txt", 300),
                            cfg, progress=lambda p: report({"stage": "training", **p}))
         note = self.deploy(result, current, project_id, len(skipped))
-        if note.get("version"):
+        if note.get("version") and self.settings.rank_after_deploy:
             try:
-                note["published_predictions"] = self.publish_version(client, project_id, note["version"],
-                                                                     label_config)
+                note["ranked_tasks"] = len(self.rank_project(project_id, client, label_config).queue)
             except Exception as exc:  # the model serves anyway; "Retrieve predictions" still works
-                log.warning("could not make %s the project's model_version: %s", note["version"], exc)
+                log.warning("could not rank project %s with %s: %s", project_id, note["version"], exc)
+        elif note.get("version"):
+            log.info("RANK_AFTER_DEPLOY is off: run `raner-backend rank --project %s` to queue the project's "
+                     "tasks with %s and make it the project's model_version", project_id, note["version"])
         return note
 
     def deploy(self, result, current: VersionInfo, project_id: int, skipped: int) -> dict:
@@ -285,20 +293,18 @@ class Backend:
         log.info("deployed %s for project %s: %s", info.name, project_id, result.reason)
         return note
 
-    def publish_version(self, client, project_id: int, version: str, label_config: str, chunk: int = 256) -> int:
-        """Make ``version`` the project's model_version, so the Data Manager's score column and
-        uncertainty sampling use it. Label Studio accepts only a version that already has
-        predictions in the project, so the new model's predictions are uploaded first."""
-        schema = self.schema_for(label_config)
-        tasks = [t for t in client.tasks(project_id)
-                 if isinstance(t.get("data"), dict) and isinstance(t["data"].get(schema.data_key), str)]
-        for start in range(0, len(tasks), chunk):
-            part = tasks[start : start + chunk]
-            for task, p in zip(part, self.predict_tasks(part, label_config, project_id)):
-                client.create_prediction(task["id"], p.result, p.score, version)
-        client.set_model_version(project_id, version)
-        log.info("project %s now uses %s (%d predictions uploaded)", project_id, version, len(tasks))
-        return len(tasks)
+    def rank_project(self, project_id: int, client=None, label_config: str | None = None,
+                     progress: bool = False) -> project_queue.QueueReport:
+        """Rank the project's unlabelled tasks with the live model and store the queue in Label Studio
+        (scores, clusters, the project's model_version)."""
+        from .training.ls_client import LabelStudioClient
+
+        client = client or LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
+        schema = self.schema_for(label_config or client.label_config(project_id))
+        report = project_queue.rank_project(client, project_id, self.live.predictor, schema, self.settings.rank_clusters,
+                                            progress)
+        self.rankings[project_id] = report.summary(top=5)
+        return report
 
     def base_data(self, name: str, limit: int) -> tuple:
         """MSRA sentences: train ones are replayed during fine-tuning, a fixed test sample is the
@@ -318,7 +324,7 @@ class Backend:
                 "engine": self.live.predictor.backend.name if self.live.ready else None,
                 "uptime_s": round(time.time() - self.started, 1),
                 "training": self.trainer.status() if self.trainer else {},
-                "deployments": self.deploy_notes[-5:]}
+                "deployments": self.deploy_notes[-5:], "rankings": self.rankings}
 
 
 __all__ = ["Backend", "BadRequest", "RegistryError", "install_default_model", "project_id_of"]

@@ -32,7 +32,8 @@ class Settings:
     train_epochs: int = 4
     train_max_steps: int = 0
     max_request_bytes: int = 8 * 1024 * 1024
-    rank_after_deploy: bool = False
+    rank_after_deploy: bool = True  # rank the project's unlabelled tasks after each deployment
+    rank_clusters: int = 10
     num_threads: int = 0  # 0: onnxruntime/torch defaults
     log_level: str = "INFO"
 

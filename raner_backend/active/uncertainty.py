@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Uncertainty:
@@ -39,9 +41,14 @@ class Uncertainty:
 
 def uncertainty_of(result) -> Uncertainty:
     """From an engine ``TextResult`` (char_entropy, best_path_prob, length)."""
-    if result.length == 0:
+    return uncertainty_from(result.char_entropy, result.best_path_prob)
+
+
+def uncertainty_from(char_entropy: np.ndarray, best_path_prob: float) -> Uncertainty:
+    """From normalised per-character entropies and P(best path) of one text."""
+    length = len(char_entropy)
+    if length == 0:
         return Uncertainty(0.0, 0.0, 0.0)
-    entropy = result.char_entropy
-    per_char = math.exp(math.log(max(result.best_path_prob, 1e-300)) / result.length)
-    return Uncertainty(float(min(1.0, max(0.0, entropy.mean()))), float(min(1.0, max(0.0, entropy.max()))),
+    per_char = math.exp(math.log(max(best_path_prob, 1e-300)) / length)
+    return Uncertainty(float(min(1.0, max(0.0, char_entropy.mean()))), float(min(1.0, max(0.0, char_entropy.max()))),
                        float(min(1.0, max(0.0, 1.0 - per_char))))

@@ -59,6 +59,23 @@ class TextResult:
     tags: np.ndarray = field(repr=False, default=None)
 
 
+@dataclass(frozen=True)
+class Decoded:
+    path: np.ndarray
+    marginals: np.ndarray
+    entropy: np.ndarray  # per character, normalised to [0, 1] by log(number of tags)
+    best_path_prob: float
+
+
+def decode_emissions(crf: CrfParams, emissions: np.ndarray) -> Decoded:
+    """CRF Viterbi path, forward-backward marginals and what uncertainty needs, for one text."""
+    path, path_score = crf.viterbi(emissions)
+    marginals, log_z = crf.forward_backward(emissions)
+    p = np.clip(marginals, 1e-12, 1.0)
+    entropy = (-(p * np.log(p)).sum(axis=1) / np.log(emissions.shape[1])).astype(np.float32)
+    return Decoded(path, marginals, entropy, float(np.exp(min(0.0, path_score - log_z))))
+
+
 @dataclass
 class _Window:
     text_index: int
@@ -141,7 +158,6 @@ class Predictor:
         self.window_chars = window_chars
         self.window_overlap = window_overlap
         self.max_tokens = max_tokens
-        self._log_tags = float(np.log(scheme.num_tags))
 
     # -- preprocess -------------------------------------------------------------------------
     def _windows(self, index: int, text: str) -> list[_Window]:
@@ -204,19 +220,16 @@ class Predictor:
         emissions = np.zeros((len(text), n_tags), dtype=np.float32)
         for w, (lo, hi) in zip(windows, stitch_owner([(w.start, w.end) for w in windows])):
             emissions[lo:hi] = w.emissions[lo - w.start : hi - w.start]
-        path, path_score = self.crf.viterbi(emissions)
-        marginals, log_z = self.crf.forward_backward(emissions)
+        decoded = decode_emissions(self.crf, emissions)
         entities = []
-        for span in self.scheme.decode(path):
-            chosen = marginals[np.arange(span.start, span.end), path[span.start : span.end]]
+        for span in self.scheme.decode(decoded.path):
+            chosen = decoded.marginals[np.arange(span.start, span.end), decoded.path[span.start : span.end]]
             entities.append(Entity(span.start, span.end, span.label, text[span.start : span.end],
                                    float(chosen.mean())))
-        p = np.clip(marginals, 1e-12, 1.0)
-        entropy = (-(p * np.log(p)).sum(axis=1) / self._log_tags).astype(np.float32)
         total = sum(w.embedding_count for w in windows)
         embedding = sum(w.embedding_sum for w in windows) / max(total, 1)
-        best = float(np.exp(min(0.0, path_score - log_z)))
-        return TextResult(len(text), entities, entropy, best, embedding.astype(np.float32), path)
+        return TextResult(len(text), entities, decoded.entropy, decoded.best_path_prob, embedding.astype(np.float32),
+                          decoded.path)
 
     def predict(self, texts: Sequence[str]) -> list[TextResult]:
         results: list[TextResult | None] = [self.cache.get(t) for t in texts]

@@ -55,15 +55,28 @@ class LabelStudioClient:
         return tasks
 
     def tasks(self, project_id: int) -> list[dict]:
-        """Every task of the project as ``{"id", "data"}``."""
+        """Every task of the project as ``{"id", "data", "labelled", "predictions": [{"id", "model_version"}]}``."""
         def listing():
-            return [{"id": t.id, "data": t.data} for t in self.client.tasks.list(project=project_id, fields="all")]
+            return [{"id": t.id, "data": t.data, "labelled": bool(t.is_labeled or (t.total_annotations or 0) > 0),
+                     "predictions": [prediction_ref(p) for p in (getattr(t, "predictions", None) or [])]}
+                    for t in self.client.tasks.list(project=project_id, fields="all")]
 
         return self._call("task list", listing)
 
-    def create_prediction(self, task_id: int, result: list, score: float, version: str) -> None:
+    def create_prediction(self, task_id: int, result: list, score: float, version: str,
+                          cluster: int | None = None) -> None:
+        extra = {} if cluster is None else {"cluster": cluster}
         self._call("prediction upload", lambda: self.client.predictions.create(
-            task=task_id, result=result, score=score, model_version=version))
+            task=task_id, result=result, score=score, model_version=version, **extra))
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        self._call("prediction delete", lambda: self.client.predictions.delete(id=prediction_id))
 
     def set_model_version(self, project_id: int, version: str) -> None:
         self._call("model_version update", lambda: self.client.projects.update(id=project_id, model_version=version))
+
+
+def prediction_ref(prediction) -> dict:
+    """``{"id", "model_version"}`` of a prediction listed with a task (a dict or an SDK object)."""
+    get = prediction.get if isinstance(prediction, dict) else lambda key: getattr(prediction, key, None)
+    return {"id": get("id"), "model_version": get("model_version")}
