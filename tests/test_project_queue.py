@@ -2,44 +2,14 @@
 (a fake API here; the real one in tests/e2e)."""
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 
-from raner_backend.labeling import DEFAULT_LABEL_CONFIG
+from .fake_labelstudio import FakeLabelStudio
 
 TEXTS = ["张伟在北京工作。", "张伟在北京工作。", "李娜去了上海。", "今天天气很好。", "华为在深圳发布新手机。",
          "王芳和李明在广州见面。", "", "他说：好的。"]
-
-
-class FakeLabelStudio:
-    def __init__(self, texts, labelled=(), broken=()):
-        self.ids = itertools.count(1000)
-        self.tasks_ = [{"id": 10 + i, "data": {"text": t} if i not in broken else {"other": 1},
-                        "labelled": i in labelled, "predictions": []} for i, t in enumerate(texts)]
-        self.model_version = None
-        self.deleted: list[int] = []
-
-    def label_config(self, project_id):
-        return DEFAULT_LABEL_CONFIG
-
-    def tasks(self, project_id):
-        return json.loads(json.dumps(self.tasks_))
-
-    def delete_prediction(self, prediction_id):
-        self.deleted.append(prediction_id)
-        for t in self.tasks_:
-            t["predictions"] = [p for p in t["predictions"] if p["id"] != prediction_id]
-
-    def create_prediction(self, task_id, result, score, version, cluster=None):
-        task = next(t for t in self.tasks_ if t["id"] == task_id)
-        task["predictions"].append({"id": next(self.ids), "model_version": version, "score": score,
-                                    "cluster": cluster, "result": result})
-
-    def set_model_version(self, project_id, version):
-        assert any(p["model_version"] == version for t in self.tasks_ for p in t["predictions"])
-        self.model_version = version
 
 
 def current_predictions(fake):

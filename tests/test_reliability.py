@@ -120,3 +120,43 @@ with open(staging / "head.safetensors", "wb") as f:
     backend = Backend(tiny_settings).start()
     assert backend.live.version == served
     assert not any(backend.registry.staging_dir.iterdir())
+
+
+def test_out_of_memory_in_training_keeps_serving_and_the_next_trigger_retries(tiny_backend, client, monkeypatch):
+    from .fake_labelstudio import FakeLabelStudio
+
+    fake = FakeLabelStudio(["张伟在北京工作。", "李娜去了上海。", "王芳在广州。", "今天天气很好。"])
+    for index, spans in ((0, [(0, 2, "PER"), (3, 5, "LOC")]), (1, [(0, 2, "PER"), (4, 6, "LOC")]),
+                         (2, [(0, 2, "PER"), (3, 5, "LOC")])):
+        fake.annotate(index, spans)
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
+    served = tiny_backend.live.version
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("simulated: cannot allocate 2.0 GiB for the encoder states")
+
+    monkeypatch.setattr("raner_backend.training.fine_tune.fine_tune", out_of_memory)
+    status = _train_and_wait(client, tiny_backend, 31)
+    assert status["last_error"].startswith("MemoryError") and status["jobs_started"] == 1
+    assert tiny_backend.live.version == served
+    assert client.post("/ner", json={"text": "张伟在北京。"}).status_code == 200
+    assert "MemoryError" in json.dumps(client.get("/health").json["training"])
+
+    monkeypatch.undo()
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
+    status = _train_and_wait(client, tiny_backend, 31)
+    assert status["jobs_started"] == 2 and status["last_error"] is None, status
+    assert tiny_backend.live.version != served, tiny_backend.deploy_notes
+    assert fake.model_version == tiny_backend.live.version, "the new version queued the unlabelled task"
+
+
+def _train_and_wait(client, tiny_backend, project: int, timeout: float = 120) -> dict:
+    before = tiny_backend.trainer.status().get(str(project), {}).get("jobs_started", 0)
+    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}}).status_code == 200
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = tiny_backend.trainer.status().get(str(project), {})
+        if status.get("jobs_started", 0) > before and not tiny_backend.trainer.busy():
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"training of project {project} did not finish: {tiny_backend.trainer.status()}")

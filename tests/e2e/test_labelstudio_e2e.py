@@ -10,12 +10,13 @@ import json
 import math
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .labelstudio import REPO, BackendServer, LabelStudioApi, region_id
+from .labelstudio import BACKEND_BIN, REPO, BackendServer, LabelStudioApi, region_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -212,6 +213,13 @@ def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
         f"project model_version is {project_version!r}, the backend serves {v1!r} (Label Studio refuses a "
         f"PATCH to a version that has no prediction in the project yet)")
 
+    # -- after the deployment the backend queued the unlabelled tasks: scores and clusters ---------
+    unlabelled = tasks[N_ANNOTATED:]
+    queued = predictions_of_version(api, unlabelled, v1, timeout=60)
+    assert len(queued) == len(unlabelled), f"ranked after deploy: {sorted(queued)}"
+    assert all(isinstance(p.get("cluster"), int) for p in queued.values()), [p.get("cluster") for p in queued.values()]
+    assert backend.health()["rankings"][str(pid)]["ranked"] == len(unlabelled)
+
     # -- predict again with the new version ----------------------------------------------------
     second = retrieve_and_check(api, pid, tasks, v1, text_of, timings, "retrieve_predictions_2")
     record["tasks_with_regions_after"] = sum(1 for p in second.values() if p["result"])
@@ -225,6 +233,29 @@ def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
     for task in ordered:  # the score column averages the current (v1) predictions: one per task here
         assert abs(task["predictions_score"] - second[task["id"]]["score"]) < 1e-3, task
     record["scores_in_view_order"] = [round(s, 4) for s in scores]
+    _rank_command_orders_the_data_manager(api, backend, pid, unlabelled, timings, record)
+
+
+def _rank_command_orders_the_data_manager(api, backend, pid, unlabelled, timings, record):
+    """`raner-backend rank --project` against the real server: the Data Manager sorted by score lists
+    the unlabelled tasks in the command's queue order, with its scores and clusters stored."""
+    started = time.monotonic()
+    done = subprocess.run([str(BACKEND_BIN), "rank", "--project", str(pid), "--json", "--quiet"], cwd=REPO,
+                          env=backend.env(), capture_output=True, text=True, timeout=300)
+    timings["rank_command"] = round(time.monotonic() - started, 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    queue = json.loads(done.stdout)["queue"]
+    assert sorted(q["task"] for q in queue) == sorted(t["id"] for t in unlabelled)
+    in_view = [t for t in api.tasks_by_prediction_score(pid) if t["id"] in {q["task"] for q in queue}]
+    position = {q["task"]: q["position"] for q in queue}
+    for a, b in zip(in_view, in_view[1:]):
+        assert position[a["id"]] < position[b["id"]] or abs(a["predictions_score"] - b["predictions_score"]) < 1e-6, (
+            f"Data Manager order differs from the queue: {[t['id'] for t in in_view]} vs {[q['task'] for q in queue]}")
+    stored = predictions_of_version(api, unlabelled, api.get_project(pid)["model_version"], timeout=10)
+    for q in queue:
+        (pred,) = [p for p in api.predictions(q["task"]) if p.get("model_version") == stored[q["task"]]["model_version"]]
+        assert abs(pred["score"] - q["score"]) < 1e-5 and pred["cluster"] == q["cluster"], (pred, q)
+    record["rank_queue"] = [{k: q[k] for k in ("task", "score", "cluster", "uncertainty", "diversity")} for q in queue]
 
 
 def _wait_new_version(backend: BackendServer, pid: int, v0: str, started: float) -> tuple[str, dict]:
