@@ -1,9 +1,12 @@
 """Faults: half-written versions are never loaded, secrets never reach logs or answers."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
+
+import pytest
 
 from raner_backend.training.registry import Registry
 
@@ -66,23 +69,22 @@ def _candidate(tiny_backend, deploy=True):
     return FineTuneResult(bundle, deploy, "test verdict", {"note": "test"})
 
 
-def test_a_full_disk_while_writing_a_version_keeps_the_old_model(tiny_backend, monkeypatch):
-    import errno
-
-    import pytest
-
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "No space left on device"),
+                                           (errno.EROFS, "Read-only file system")])
+def test_a_full_or_read_only_disk_while_writing_a_version_keeps_the_old_model(tiny_backend, monkeypatch, code,
+                                                                             message):
     current = tiny_backend.registry.current()
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def failing_write(*args, **kwargs):
+        raise OSError(code, message)
 
-    monkeypatch.setattr("raner_backend.model.bundle.save_file", disk_full)
+    monkeypatch.setattr("raner_backend.model.bundle.save_file", failing_write)
     with pytest.raises(OSError):
         tiny_backend.deploy(_candidate(tiny_backend), current, 5, 0)
     assert tiny_backend.live.version == current.name
     assert [v.name for v in tiny_backend.registry.versions()] == [current.name]
     assert list(tiny_backend.registry.staging_dir.iterdir()) == []
-    assert "No space left" in tiny_backend.deploy_notes[-1]["reason"]
+    assert message in tiny_backend.deploy_notes[-1]["reason"]
 
 
 def test_a_refused_candidate_keeps_the_old_model_and_says_why(tiny_backend):

@@ -181,11 +181,13 @@ class BackendServer:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> "BackendServer":
+    def start(self, fresh: bool = True) -> "BackendServer":
+        """``fresh``: a new copy of the source models; otherwise the models as the last run left them."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if self.model_dir.exists():
-            shutil.rmtree(self.model_dir)
-        shutil.copytree(self.source_model_dir, self.model_dir, symlinks=True)
+        if fresh or not self.model_dir.exists():
+            if self.model_dir.exists():
+                shutil.rmtree(self.model_dir)
+            shutil.copytree(self.source_model_dir, self.model_dir, symlinks=True)
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env(), stdout=log,
@@ -210,6 +212,18 @@ class BackendServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+    def kill9(self) -> None:
+        """``kill -9`` of the backend's whole process group: no handler, no clean-up runs."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def webhook(self, payload: dict) -> dict:
+        resp = requests.post(f"{self.url}/webhook", json=payload, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
 
     def __enter__(self) -> "BackendServer":
         return self.start()

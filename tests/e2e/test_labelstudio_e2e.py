@@ -282,3 +282,77 @@ def _wait_training_idle(backend: BackendServer, pid: int, timeout: float = 120) 
             return
         time.sleep(1)
     pytest.fail(f"training of project {pid} still busy {timeout:.0f} s after the new version")
+
+
+def test_faults_wrong_api_key_and_kill_9_during_training(source_model_dir: Path, label_studio, tmp_path: Path):
+    """A wrong API key gives a visible 401 and keeps the model serving; a ``kill -9`` in the middle of a
+    training leaves the last complete version serving on restart, and the next trigger trains."""
+    api = label_studio.api()
+    pid = api.create_project("raner faults")
+    tasks = api.import_tasks(pid, TEXTS)
+    for task, (text, entities) in zip(tasks[:N_ANNOTATED], SENTENCES):
+        api.submit_annotation(task["id"], [
+            {"id": region_id(), "from_name": "label", "to_name": "text", "type": "labels", "origin": "manual",
+             "value": {"start": s, "end": e, "text": text[s:e], "labels": [label]}}
+            for s, e, label in gold_spans(text, entities)])
+    record: dict = {}
+
+    wrong_key = "wrong-key-" + region_id()
+    with BackendServer(source_model_dir, tmp_path / "wrong-key", label_studio.base_url, wrong_key,
+                       extra_env={"TRAIN_THRESHOLD": "100000"}) as backend:
+        v0 = backend.health()["model_version"]
+        backend.webhook({"action": "START_TRAINING", "project": {"id": pid}})
+        state = _wait_job_done(backend, pid, jobs=1)
+        assert "401" in (state.get("last_error") or ""), state
+        assert backend.health()["model_version"] == v0
+        assert backend.versions()["versions"] == [v0]
+        record["wrong_key_error"] = state["last_error"]
+    assert wrong_key not in backend.log_path.read_text(encoding="utf-8", errors="replace")
+
+    backend = BackendServer(source_model_dir, tmp_path / "kill", label_studio.base_url, label_studio.token,
+                            extra_env={"TRAIN_THRESHOLD": "100000", "TRAIN_EPOCHS": "3", "TRAIN_MAX_STEPS": "0"})
+    try:
+        backend.start()
+        v0 = backend.health()["model_version"]
+        backend.webhook({"action": "START_TRAINING", "project": {"id": pid}})
+        progress = _wait_first_epoch(backend, pid)
+        backend.kill9()
+        record["killed_at"] = progress
+        backend.start(fresh=False)
+        assert backend.health()["model_version"] == v0
+        assert backend.versions()["versions"] == [v0]
+        assert not any((backend.model_dir / "staging").glob("*"))
+        backend.webhook({"action": "START_TRAINING", "project": {"id": pid}})
+        state = _wait_job_done(backend, pid, jobs=1)
+        assert state.get("last_error") is None, state
+        v1 = backend.health()["model_version"]
+        assert v1 != v0 and backend.versions()["versions"] == [v0, v1]
+        record["after_restart"] = {"served_before_retrain": v0, "served_after_retrain": v1}
+    except BaseException:
+        print(f"--- backend log ({backend.log_path}) ---\n{backend.log_tail(120)}")
+        raise
+    finally:
+        backend.stop()
+    data = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
+    write_results({**data, "faults": record})
+
+
+def _wait_first_epoch(backend: BackendServer, pid: int, timeout: float = 180) -> dict:
+    """The training's progress once its first epoch is done and the next one runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = ((backend.health().get("training") or {}).get(str(pid)) or {}).get("progress") or {}
+        if progress.get("stage") == "training" and progress.get("epoch", 0) >= 1:
+            return progress
+        time.sleep(0.2)
+    pytest.fail(f"training of project {pid} never finished its first epoch")
+
+
+def _wait_job_done(backend: BackendServer, pid: int, jobs: int, timeout: float = TRAIN_TIMEOUT_S) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = (backend.health().get("training") or {}).get(str(pid)) or {}
+        if state.get("jobs_started", 0) >= jobs and state.get("state") == "idle":
+            return state
+        time.sleep(0.5)
+    pytest.fail(f"training job {jobs} of project {pid} did not finish within {timeout:.0f} s")
