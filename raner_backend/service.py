@@ -112,6 +112,7 @@ class Backend:
         self.started = time.time()
         self.deploy_notes: list[dict] = []
         self.rankings: dict[int, dict] = {}
+        self.rollback_state: dict = {}
         self.trainer = None  # set by attach_training()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -203,11 +204,25 @@ class Backend:
     def versions(self) -> list[str]:
         return [v.name for v in self.registry.versions()]
 
-    def rollback(self, name: str) -> VersionInfo:
+    def rollback(self, name: str, wait: bool = True) -> VersionInfo:
+        """Serve an earlier version. The name is checked at once (RegistryError); with ``wait=False``
+        the loading runs in the background (a request never loads a model) and shows in /health."""
         info = self.registry.get(name)
-        self.load_version(info)
-        self.registry.set_current(info.name)
+        if wait:
+            self._roll_back_to(info)
+        else:
+            self.rollback_state = {"version": info.name, "state": "loading"}
+            threading.Thread(target=self._roll_back_to, args=(info,), name="rollback", daemon=True).start()
         return info
+
+    def _roll_back_to(self, info: VersionInfo) -> None:
+        try:
+            self.load_version(info)
+            self.registry.set_current(info.name)
+            self.rollback_state = {"version": info.name, "state": "serving"}
+        except Exception as exc:  # the served model stays; the reason shows in /health
+            log.error("rollback to %s failed: %s", info.name, exc)
+            self.rollback_state = {"version": info.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
     # -- training ----------------------------------------------------------------------------
     def attach_training(self) -> "Backend":
@@ -324,7 +339,8 @@ class Backend:
                 "engine": self.live.predictor.backend.name if self.live.ready else None,
                 "uptime_s": round(time.time() - self.started, 1),
                 "training": self.trainer.status() if self.trainer else {},
-                "deployments": self.deploy_notes[-5:], "rankings": self.rankings}
+                "deployments": self.deploy_notes[-5:], "rankings": self.rankings,
+                "rollback": self.rollback_state}
 
 
 __all__ = ["Backend", "BadRequest", "RegistryError", "install_default_model", "project_id_of"]

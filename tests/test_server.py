@@ -148,3 +148,22 @@ def test_basic_auth(tiny_settings):
     assert client.post("/ner", json={"text": "x"}, headers={"Authorization": good}).status_code == 200
     assert client.get("/health").status_code == 200
     assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
+
+
+def test_rollback_loads_in_the_background_and_reports_in_health(client, tiny_backend):
+    import time
+
+    from raner_backend.model.bundle import HeadBundle
+    from raner_backend.training.fine_tune import FineTuneResult
+
+    first = tiny_backend.live.version
+    bundle = HeadBundle.load(tiny_backend.registry.current().path)
+    second = tiny_backend.deploy(FineTuneResult(bundle, True, "test", {}), tiny_backend.registry.current(), 1, 0)
+    assert tiny_backend.live.version == second["version"] != first
+    r = client.post("/rollback", json={"version": first})
+    assert r.status_code == 202 and r.json["version"] == first
+    deadline = time.time() + 30
+    while client.get("/health").json["rollback"].get("state") == "loading" and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.get("/health").json["rollback"] == {"version": first, "state": "serving"}
+    assert tiny_backend.live.version == first == tiny_backend.registry.current().name

@@ -121,9 +121,9 @@ def create_app(backend: Backend) -> Flask:
     def rollback():
         name = _object_body().get("version")
         try:
-            info = backend.rollback(name)
+            info = backend.rollback(name, wait=False)
         except RegistryError as exc:
             raise BadRequest(str(exc)) from None
-        return jsonify(model_version=info.name)
+        return jsonify(version=info.name, state="loading", check="GET /health → rollback"), 202
 
     return app
