@@ -162,3 +162,35 @@ def _train_and_wait(client, tiny_backend, project: int, timeout: float = 120) ->
             return status
         time.sleep(0.1)
     raise AssertionError(f"training of project {project} did not finish: {tiny_backend.trainer.status()}")
+
+
+def test_predictions_do_not_wait_for_a_hanging_label_studio(tiny_backend, client, monkeypatch):
+    import threading
+
+    release = threading.Event()
+
+    class HangingLabelStudio:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def label_config(self, project_id):
+            release.wait(30)
+            raise TimeoutError("Label Studio did not answer")
+
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", HangingLabelStudio)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 41}})
+    try:
+        deadline = time.time() + 10
+        while not tiny_backend.trainer.busy() and time.time() < deadline:
+            time.sleep(0.05)
+        assert tiny_backend.trainer.busy(), "the job should be stuck on Label Studio"
+        started = time.perf_counter()
+        r = client.post("/predict", json={"tasks": [{"data": {"text": f"张伟第{i}次在北京。"}} for i in range(8)]})
+        assert r.status_code == 200 and len(r.json["results"]) == 8
+        assert time.perf_counter() - started < 5
+    finally:
+        release.set()
+    deadline = time.time() + 30
+    while tiny_backend.trainer.busy() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "TimeoutError" in (tiny_backend.trainer.status()["41"]["last_error"] or "")
