@@ -36,7 +36,8 @@ def cmd_train(args, settings: Settings) -> int:
     out = Path(args.out)
     head_config = json.loads(args.head_config) if args.head_config else None
     summary = train_base_model(base, examples, out, settings.cache_dir, DEFAULT_SCHEME, cfg,
-                               dev_size=args.dev_size, head_config=head_config)
+                               dev_size=args.dev_size, head_config=head_config,
+                               init=Path(args.init) if args.init else None, augment=args.augment)
     summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary["data"] = {"file": data.name, "sentences": len(examples)}
     write_json(out / "training.json", summary)
@@ -53,11 +54,11 @@ def _runtime(settings: Settings):
 
 def cmd_evaluate(args, settings: Settings) -> int:
     from .engine.evaluation import choose_engine, evaluate_engines
-    from .model.data import msra_path, read_tagged
+    from .model.data import msra_path, read_examples
     from .training.trainer import write_json
 
     data = Path(args.data) if Path(args.data).exists() else msra_path(args.data)
-    examples = [e for e in read_tagged(data) if e.text][: args.limit or None]
+    examples = [e for e in read_examples(data) if e.text][: args.limit or None]
     folder, version = _model_folder(args, settings)
     engines = args.engine.split(",") if args.engine else ["torch", "onnx-fp32", "onnx-int8"]
     results = evaluate_engines(_runtime(settings), folder, version, engines, examples, settings.num_threads)
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=2)
     train.add_argument("--seed", type=int, default=13)
     train.add_argument("--head-config", default="", help="JSON overrides of the head's shape")
+    train.add_argument("--init", default="", help="continue from the model in this folder (e.g. the default model)")
+    train.add_argument("--augment", type=float, default=0.0,
+                       help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
     train.set_defaults(func=cmd_train)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")

@@ -110,3 +110,16 @@ def test_tab_separated_and_trailing_spaces(tmp_path):
     path.write_text("马\tB-PER\n云\tE-PER \n  O\n在 O\n\n", encoding="utf-8")
     (example,) = read_tagged(path)
     assert example == Example("马云 在", (Span(0, 2, "PER"),))
+
+
+def test_surface_files_find_entities_in_order(tmp_path):
+    from raner_backend.model.data import read_examples
+
+    path = tmp_path / "set.jsonl"
+    path.write_text('{"text": "樊登读书会创始人樊登在成都", "entities": [["樊登读书会", "ORG"], ["樊登", "PER"], ["成都", "LOC"]]}\n\n',
+                    encoding="utf-8")
+    (example,) = read_examples(path)
+    assert [(s.start, s.end, s.label) for s in example.spans] == [(0, 5, "ORG"), (8, 10, "PER"), (11, 13, "LOC")]
+    path.write_text('{"text": "在成都", "entities": [["北京", "LOC"]]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="not found"):
+        list(read_examples(path))

@@ -136,3 +136,18 @@ def test_a_failing_batch_reaches_its_callers_and_the_coalescer_survives(runtime,
         coalescer.predict(["马云"])
     live.swap(build_predictor(runtime, root / "model", "v2", "onnx-fp32"))
     assert coalescer.predict(["马云在杭州"])[0] == "v2"
+
+
+@pytest.mark.parametrize("text, start, end, expected", [
+    ("Elon Musk在上海", 4, 9, (5, 9)),  # leading space trimmed
+    ("Elon Musk在上海", 5, 8, (5, 9)),  # cut inside a Latin word: widened
+    ("华为Mate60发布", 0, 4, (0, 8)),
+    ("华为Mate60发布", 0, 2, (0, 2)),  # a Han/Latin boundary is a word boundary
+    ("在北京 ", 1, 4, (1, 3)),
+    ("  ", 0, 2, None),
+    ("Москва的天气", 1, 4, (0, 6)),
+])
+def test_entities_snap_to_words(text, start, end, expected):
+    from raner_backend.engine.predictor import snap_to_words
+
+    assert snap_to_words(text, start, end) == expected

@@ -34,6 +34,28 @@ def model_text(text: str) -> str:
     return _SURROGATES.sub("\ufffd", text)
 
 
+def _in_word(ch: str) -> bool:
+    """Part of a word written in an alphabet (Latin, Cyrillic, digits...), not a Han character."""
+    return ch.isalnum() and not ("\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0003ffff")
+
+
+def snap_to_words(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """An entity never starts or ends with white space, nor inside a word written in an alphabet
+    (``Musk`` is not cut to ``Mus``): trims the one and widens to the whole word for the other.
+    None when nothing but white space is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start == end:
+        return None
+    while start > 0 and _in_word(text[start - 1]) and _in_word(text[start]):
+        start -= 1
+    while end < len(text) and _in_word(text[end - 1]) and _in_word(text[end]):
+        end += 1
+    return start, end
+
+
 @dataclass(frozen=True)
 class Entity:
     start: int
@@ -224,7 +246,10 @@ class Predictor:
         entities = []
         for span in self.scheme.decode(decoded.path):
             chosen = decoded.marginals[np.arange(span.start, span.end), decoded.path[span.start : span.end]]
-            entities.append(Entity(span.start, span.end, span.label, text[span.start : span.end],
+            bounds = snap_to_words(text, span.start, span.end)
+            if bounds is None or (entities and bounds[0] < entities[-1].end):
+                continue
+            entities.append(Entity(bounds[0], bounds[1], span.label, text[bounds[0] : bounds[1]],
                                    float(chosen.mean())))
         total = sum(w.embedding_count for w in windows)
         embedding = sum(w.embedding_sum for w in windows) / max(total, 1)

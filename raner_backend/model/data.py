@@ -2,6 +2,7 @@
 or BIO tags, a blank line between sentences) into texts with entity spans."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -58,3 +59,26 @@ def read_tagged(path: Path) -> Iterator[Example]:
             tags.append(parts[-1])
     if chars:
         yield Example("".join(chars), _spans_from_tags(tags))
+
+
+def read_surfaces(path: Path) -> Iterator[Example]:
+    """JSON lines ``{"text": ..., "entities": [[surface, label], ...]}``, entities in text order
+    (each found after the previous one), as written by hand for small evaluation sets."""
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            text, spans, cursor = record["text"], [], 0
+            for surface, label in record["entities"]:
+                start = text.find(surface, cursor)
+                if start < 0:
+                    raise ValueError(f"{path}:{number}: {surface!r} not found in {text!r} after offset {cursor}")
+                spans.append(Span(start, start + len(surface), label))
+                cursor = start + len(surface)
+            yield Example(text, tuple(spans))
+
+
+def read_examples(path: Path) -> Iterator[Example]:
+    """A ``.jsonl`` file of surfaces (``read_surfaces``) or a character-tagged file (``read_tagged``)."""
+    return read_surfaces(path) if Path(path).suffix == ".jsonl" else read_tagged(path)

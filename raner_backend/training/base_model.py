@@ -15,6 +15,7 @@ from ..model.chars import CharVocab, char_classes
 from ..model.data import Example
 from ..model.network import EncoderStates, HeadConfig
 from ..model.tags import TagScheme
+from .augment import augment_examples
 from .features import build_feature_cache
 from .trainer import Item, TrainConfig, split_dev, train
 
@@ -42,22 +43,35 @@ def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, 
 
 def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Path, cache_dir: Path,
                      scheme: TagScheme, cfg: TrainConfig, dev_size: int = 2000,
-                     head_config: dict | None = None) -> dict:
-    """Train a head on ``examples`` (a dev part carved off), save it to ``out_dir``; return a summary."""
+                     head_config: dict | None = None, init: Path | None = None, augment: float = 0.0) -> dict:
+    """Train a head on ``examples`` (a dev part carved off), save it to ``out_dir``; return a summary.
+
+    ``init``: continue from the model in that folder (its head, CRF and character vocabulary);
+    ``augment``: add modern-text copies of that share of the training sentences (never of dev).
+    """
     started = time.time()
     tokenizer, encoder = base.load()
     train_idx, dev_idx = split_dev(len(examples), dev_size, cfg.seed)
-    vocab = CharVocab.build(examples[i].text for i in train_idx)
+    train_ex = [examples[i] for i in train_idx]
+    train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
+    bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, train_ex, head_config)
+    layers = bundle.head.cfg.layers
+    data = train_ex + [examples[i] for i in dev_idx]
+    cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in data])
+    items = build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, data, layers, cache_path, signature)
+    summary = train(bundle.head, bundle.crf, bundle.scheme, items[: len(train_ex)], items[len(train_ex) :],
+                    cfg, checkpoint_dir=out_dir / "checkpoint")
+    bundle.save(out_dir)
+    summary.update({"train_sentences": len(train_ex), "augmented_sentences": len(train_ex) - len(train_idx),
+                    "dev_sentences": len(dev_idx), "init": str(init) if init else None,
+                    "seconds": round(time.time() - started, 1)})
+    return summary
+
+
+def new_bundle(base: BaseEncoder, encoder, scheme: TagScheme, train_ex: Sequence[Example],
+               head_config: dict | None) -> HeadBundle:
     head_kwargs = dict(head_config or {})
     layers = tuple(head_kwargs.pop("layers", HeadConfig.layers))
     layers = tuple(min(layer, encoder.config.num_hidden_layers) for layer in layers)
-    bundle = HeadBundle.new(scheme, vocab, encoder.config.hidden_size,
-                            {"name": base.name, "sha256": base.checksum()}, layers=layers, **head_kwargs)
-    cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in examples])
-    items = build_items(tokenizer, encoder, vocab, scheme, examples, layers, cache_path, signature)
-    summary = train(bundle.head, bundle.crf, scheme, [items[i] for i in train_idx], [items[i] for i in dev_idx],
-                    cfg, checkpoint_dir=out_dir / "checkpoint")
-    bundle.save(out_dir)
-    summary.update({"train_sentences": len(train_idx), "dev_sentences": len(dev_idx),
-                    "seconds": round(time.time() - started, 1)})
-    return summary
+    return HeadBundle.new(scheme, CharVocab.build(e.text for e in train_ex), encoder.config.hidden_size,
+                          {"name": base.name, "sha256": base.checksum()}, layers=layers, **head_kwargs)

@@ -1,0 +1,34 @@
+"""Modern-text augmentation keeps every span exact."""
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raner_backend.model.data import Example
+from raner_backend.model.tags import Span
+from raner_backend.training.augment import SURFACES, augment_examples, augment_one
+
+SENTENCE = Example("国务院总理李鹏在北京会见了日本首相。", (Span(0, 3, "ORG"), Span(5, 7, "PER"), Span(8, 10, "LOC"),
+                                                   Span(13, 15, "LOC")))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_augmented_spans_cover_whole_entities_of_the_same_types(seed):
+    out = augment_one(SENTENCE, random.Random(seed))
+    assert [s.label for s in out.spans] == [s.label for s in SENTENCE.spans]
+    for span, original in zip(out.spans, SENTENCE.spans):
+        surface = out.text[span.start : span.end]
+        assert surface == SENTENCE.text[original.start : original.end] or surface in SURFACES[span.label]
+        assert surface == surface.strip()
+    assert all(a.end <= b.start for a, b in zip(out.spans, out.spans[1:]))
+
+
+def test_a_share_of_the_sentences_with_entities_is_augmented_reproducibly():
+    plain = Example("今天天气很好。", ())
+    data = [SENTENCE, plain] * 50
+    first, again = augment_examples(data, 0.3, seed=7), augment_examples(data, 0.3, seed=7)
+    assert len(first) == 30 and first == again
+    assert any(" " in e.text or "@" in e.text or "#" in e.text for e in first)
