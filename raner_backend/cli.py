@@ -176,7 +176,7 @@ def cmd_rank(args, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({**report.summary(top=0), "queue": [q.to_dict() for q in report.queue]},
+        print(json.dumps({**report.summary(), "queue": [q.to_dict() for q in report.queue]},
                          ensure_ascii=False, indent=1))
         return 0
     print(f"project {report.project}: {len(report.queue)} unlabelled task(s) ranked with {report.model_version} "

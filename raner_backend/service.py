@@ -318,7 +318,7 @@ class Backend:
         schema = self.schema_for(label_config or client.label_config(project_id))
         report = project_queue.rank_project(client, project_id, self.live.predictor, schema, self.settings.rank_clusters,
                                             progress)
-        self.rankings[project_id] = report.summary(top=5)
+        self.rankings[project_id] = report.summary()
         return report
 
     def base_data(self, name: str, limit: int) -> tuple:

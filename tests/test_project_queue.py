@@ -31,7 +31,9 @@ def test_rank_stores_one_prediction_per_unlabelled_task_in_queue_order(tiny_back
         assert pred["cluster"] == q.cluster and 0.0 <= pred["score"] <= 1.0
     empty = next(q for q in report.queue if q.task_id == 16)
     assert empty.score == pytest.approx(1.0) and empty.entities == 0
-    assert tiny_backend.health()["rankings"][5]["ranked"] == 6
+    health = tiny_backend.health()
+    assert health["rankings"][5]["ranked"] == 6
+    assert "张伟" not in json.dumps(health, ensure_ascii=False), "/health is open: no task text in it"
 
 
 def test_a_copy_of_a_labelled_task_is_not_first_and_its_score_never_beats_predict(tiny_backend, client):

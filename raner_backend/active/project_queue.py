@@ -64,10 +64,11 @@ class QueueReport:
     replaced: int = 0
     seconds: float = 0.0
 
-    def summary(self, top: int = 10) -> dict:
+    def summary(self) -> dict:
+        """Counts only: this goes to the open /health route, which must not show task texts."""
         return {"project": self.project, "model_version": self.model_version, "ranked": len(self.queue),
                 "labelled": self.labelled, "skipped": self.skipped, "replaced_predictions": self.replaced,
-                "seconds": round(self.seconds, 1), "top": [q.to_dict() for q in self.queue[:top]]}
+                "seconds": round(self.seconds, 1)}
 
 
 def rank_project(api: ProjectApi, project_id: int, predictor, schema: LabelSchema, clusters: int = 10,
