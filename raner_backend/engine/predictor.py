@@ -35,8 +35,8 @@ def model_text(text: str) -> str:
 
 
 def _in_word(ch: str) -> bool:
-    """Part of a word written in an alphabet (Latin, Cyrillic, digits...), not a Han character."""
-    return ch.isalnum() and not ("\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0003ffff")
+    """Part of a word written in an alphabet (Latin, Cyrillic, digits, ``_`` of handles), not a Han character."""
+    return ch == "_" or ch.isalnum() and not ("\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0003ffff")
 
 
 def snap_to_words(text: str, start: int, end: int) -> tuple[int, int] | None:
