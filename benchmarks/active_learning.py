@@ -52,7 +52,7 @@ from raner_backend.model.network import CharHead, HeadConfig  # noqa: E402
 from raner_backend.model.tags import DEFAULT_SCHEME  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
 from raner_backend.training.base_model import build_items, feature_cache_dir  # noqa: E402
-from raner_backend.training.trainer import Item, TrainConfig, batches_of, collate, evaluate_items, train  # noqa: E402
+from raner_backend.training.trainer import Item, TrainConfig, evaluate_items, item_emissions, train  # noqa: E402
 
 STRATEGIES = ("random", "entropy", "entropy+diversity")
 COLOURS = {"random": "tab:gray", "entropy": "tab:orange", "entropy+diversity": "tab:blue"}
@@ -133,18 +133,13 @@ def new_model(corpus: Corpus, seed: int) -> tuple[CharHead, CRF]:
     return CharHead(cfg), CRF(DEFAULT_SCHEME)
 
 
-def uncertainties(head: CharHead, crf: CRF, items: list[Item], batch_chars: int = 4096) -> np.ndarray:
+def uncertainties(head: CharHead, crf: CRF, items: list[Item]) -> np.ndarray:
     """Per-sentence uncertainty in [0, 1], from the CRF marginals as the serving path computes it."""
-    head.eval()
     params = crf.params()
     out = np.zeros(len(items))
-    with torch.inference_mode():
-        for batch in batches_of(items, batch_chars, shuffle=False, rng=random.Random(0)):
-            states, f = collate([items[i] for i in batch])
-            emissions = head(states, f["char_token"], f["char_piece"], f["char_ids"], f["char_class"]).numpy()
-            for row, i in enumerate(batch):
-                decoded = decode_emissions(params, emissions[row, : len(items[i].char_ids)])
-                out[i] = uncertainty_from(decoded.entropy, decoded.best_path_prob).value
+    for i, emissions in item_emissions(head, items):
+        decoded = decode_emissions(params, emissions)
+        out[i] = uncertainty_from(decoded.entropy, decoded.best_path_prob).value
     return out
 
 

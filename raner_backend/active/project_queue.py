@@ -96,8 +96,8 @@ def rank_project(api: ProjectApi, project_id: int, predictor, schema: LabelSchem
         report.queue.append(QueuedTask(tasks[i]["id"], position, float(ranking.score[k]), int(ranking.cluster[k]),
                                        uncertainties[k].to_dict(), float(ranking.diversity[k]),
                                        len(results[i].entities), texts[i]))
-    report.replaced = store_queue(api, report, {tasks[i]["id"]: tasks[i] for i in pool},
-                                  {tasks[i]["id"]: (texts[i], results[i]) for i in pool}, schema, progress)
+    report.replaced = store_queue(api, report, {tasks[i]["id"]: (tasks[i], texts[i], results[i]) for i in pool},
+                                  schema, progress)
     api.set_model_version(project_id, report.model_version)
     report.seconds = time.monotonic() - started
     log_queue(report)
@@ -123,16 +123,17 @@ def predict_all(predictor, texts: Sequence[str], progress: bool) -> list:
     return results
 
 
-def store_queue(api: ProjectApi, report: QueueReport, tasks: dict[int, dict], predicted: dict[int, tuple],
-                schema: LabelSchema, progress: bool) -> int:
-    """One prediction of the report's version per queued task; returns how many old ones it replaced."""
+def store_queue(api: ProjectApi, report: QueueReport, predicted: dict[int, tuple], schema: LabelSchema,
+                progress: bool) -> int:
+    """One prediction of the report's version per queued task (``predicted``: task id → (task, text,
+    result)); returns how many old predictions of that version it replaced."""
     replaced = 0
     for queued in tqdm(report.queue, desc="store", unit="task", disable=not progress):
-        for old in tasks[queued.task_id]["predictions"]:
+        task, text, result = predicted[queued.task_id]
+        for old in task["predictions"]:
             if old["model_version"] == report.model_version:
                 api.delete_prediction(old["id"])
                 replaced += 1
-        text, result = predicted[queued.task_id]
         api.create_prediction(queued.task_id, to_regions(schema, text, result.entities), queued.score,
                               report.model_version, cluster=queued.cluster)
     return replaced

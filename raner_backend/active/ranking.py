@@ -39,10 +39,8 @@ TAU_SAMPLE = 1500
 class Ranking:
     order: np.ndarray  # pool indices, label first to last
     score: np.ndarray  # per pool index: 1 - gain when queued (low = label first)
-    gain: np.ndarray  # per pool index
     diversity: np.ndarray  # per pool index: min(1, D_i / tau) when queued
     cluster: np.ndarray  # per pool index
-    tau: float
 
 
 def normalise(embeddings: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -70,7 +68,7 @@ def rank_pool(uncertainty: np.ndarray, embeddings: np.ndarray, labelled: np.ndar
     n = len(u)
     if n == 0:
         empty = np.zeros(0)
-        return Ranking(np.zeros(0, np.int64), empty, empty, empty, np.zeros(0, np.int64), 1.0)
+        return Ranking(np.zeros(0, np.int64), empty, empty, np.zeros(0, np.int64))
     embeddings = np.asarray(embeddings, dtype=np.float32)
     centre = embeddings.mean(axis=0)
     unit = normalise(embeddings, centre)
@@ -98,7 +96,7 @@ def rank_pool(uncertainty: np.ndarray, embeddings: np.ndarray, labelled: np.ndar
     order = np.asarray(order, dtype=np.int64)
     centres = order[: max(1, min(clusters, n))]
     cluster = (unit @ unit[centres].T).argmax(axis=1).astype(np.int64)
-    return Ranking(order, 1.0 - gain, gain, diversity, cluster, tau)
+    return Ranking(order, 1.0 - gain, diversity, cluster)
 
 
 def rank_by_uncertainty(uncertainty: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -82,18 +82,23 @@ def batches_of(items: Sequence[Item], batch_chars: int, shuffle: bool, rng: rand
     return batches
 
 
-def predict_spans(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[Item],
-                  batch_chars: int = 4096) -> list[list[Span]]:
+def item_emissions(head: CharHead, items: Sequence[Item], batch_chars: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, emissions [chars, tags])`` of every item, in length-sorted batches, head in eval mode."""
     head.eval()
-    params = crf.params()
-    out: list[list[Span]] = [[] for _ in items]
     with torch.inference_mode():
         for batch in batches_of(items, batch_chars, shuffle=False, rng=random.Random(0)):
             states, f = collate([items[i] for i in batch])
             emissions = head(states, f["char_token"], f["char_piece"], f["char_ids"], f["char_class"]).numpy()
             for row, i in enumerate(batch):
-                path, _ = params.viterbi(emissions[row, : len(items[i].char_ids)])
-                out[i] = scheme.decode(path)
+                yield i, emissions[row, : len(items[i].char_ids)]
+
+
+def predict_spans(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[Item],
+                  batch_chars: int = 4096) -> list[list[Span]]:
+    params = crf.params()
+    out: list[list[Span]] = [[] for _ in items]
+    for i, emissions in item_emissions(head, items, batch_chars):
+        out[i] = scheme.decode(params.viterbi(emissions)[0])
     return out
 
 
