@@ -31,13 +31,14 @@ def cmd_train(args, settings: Settings) -> int:
     if args.max_sentences:
         examples = examples[: args.max_sentences]
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_chars=args.batch_chars,
-                      head_lr=args.head_lr, crf_lr=args.crf_lr, patience=args.patience)
+                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience)
     base = resolve_base(settings.base_model, settings.cache_dir)
     out = Path(args.out)
     head_config = json.loads(args.head_config) if args.head_config else None
     summary = train_base_model(base, examples, out, settings.cache_dir, DEFAULT_SCHEME, cfg,
                                dev_size=args.dev_size, head_config=head_config,
-                               init=Path(args.init) if args.init else None, augment=args.augment)
+                               init=Path(args.init) if args.init else None, augment=args.augment,
+                               lists=args.name_lists, top_layers=args.top_layers)
     summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary["data"] = {"file": data.name, "sentences": len(examples)}
     write_json(out / "training.json", summary)
@@ -203,12 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-chars", type=int, default=2048)
     train.add_argument("--head-lr", type=float, default=2e-3)
     train.add_argument("--crf-lr", type=float, default=1e-2)
+    train.add_argument("--top-lr", type=float, default=5e-5, help="learning rate of the head's top encoder layers")
     train.add_argument("--patience", type=int, default=2)
     train.add_argument("--seed", type=int, default=13)
     train.add_argument("--head-config", default="", help="JSON overrides of the head's shape")
     train.add_argument("--init", default="", help="continue from the model in this folder (e.g. the default model)")
     train.add_argument("--augment", type=float, default=0.0,
                        help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
+    train.add_argument("--name-lists", type=int, default=0,
+                       help="add this many sentences listing people one after another (names from the data)")
+    train.add_argument("--top-layers", type=int, default=0,
+                       help="train the head's own copy of the encoder's last N layers (added to an --init model)")
     train.set_defaults(func=cmd_train)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from raner_backend.model.data import Example
 from raner_backend.model.tags import Span
-from raner_backend.training.augment import SURFACES, augment_examples, augment_one
+from raner_backend.training.augment import SURFACES, augment_examples, augment_one, name_lists
 
 SENTENCE = Example("国务院总理李鹏在北京会见了日本首相。", (Span(0, 3, "ORG"), Span(5, 7, "PER"), Span(8, 10, "LOC"),
                                                    Span(13, 15, "LOC")))
@@ -32,3 +32,16 @@ def test_a_share_of_the_sentences_with_entities_is_augmented_reproducibly():
     first, again = augment_examples(data, 0.3, seed=7), augment_examples(data, 0.3, seed=7)
     assert len(first) == 30 and first == again
     assert any(" " in e.text or "@" in e.text or "#" in e.text for e in first)
+
+
+def test_name_lists_hold_only_training_names_each_spanned_exactly():
+    data = [SENTENCE, Example("王芳和欧阳修见面，张会面。", (Span(0, 2, "PER"), Span(3, 6, "PER"), Span(9, 10, "PER")))]
+    lists = name_lists(data, 40, seed=3)
+    assert len(lists) == 40 and lists == name_lists(data, 40, seed=3)
+    for example in lists:
+        names = [example.text[s.start : s.end] for s in example.spans]
+        assert len(names) >= 2 and set(names) <= {"李鹏", "王芳", "欧阳修"}  # one-character 张 is no full name
+        assert all(s.label == "PER" for s in example.spans)
+        assert all(a.end <= b.start for a, b in zip(example.spans, example.spans[1:]))
+    assert any(a.end == b.start for e in lists for a, b in zip(e.spans, e.spans[1:]))  # names back to back
+    assert name_lists([Example("今天天气很好。", ())], 5, seed=1) == []

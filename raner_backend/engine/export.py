@@ -22,7 +22,8 @@ from ..model.network import CharHead, EncoderStates
 log = logging.getLogger(__name__)
 
 ENCODER_INPUTS = ["input_ids", "attention_mask"]
-HEAD_INPUTS = ["token_states", "char_token", "char_piece", "char_ids", "char_class"]
+CHAR_INPUTS = ["char_token", "char_piece", "char_ids", "char_class"]
+HEAD_INPUTS = ["token_states", "token_mask", *CHAR_INPUTS]
 SAMPLE_TEXTS = ["国务院总理在北京会见了法国总统。", "华为Mate60发布"]
 
 
@@ -54,7 +55,7 @@ def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
     encoded = encode_texts(tokenizer, texts)
     ids, mask = pad_ids(encoded, tokenizer.pad_token_id)
     n_chars = max(len(t) for t in texts)
-    fields = {k: torch.zeros((len(texts), n_chars), dtype=torch.long) for k in HEAD_INPUTS[1:]}
+    fields = {k: torch.zeros((len(texts), n_chars), dtype=torch.long) for k in CHAR_INPUTS}
     for row, (text, enc) in enumerate(zip(texts, encoded)):
         for key, value in (("char_token", enc.char_token), ("char_piece", enc.char_piece),
                            ("char_ids", vocab.ids(text)), ("char_class", char_classes(text))):
@@ -75,9 +76,9 @@ def export_head(head: CharHead, states: EncoderStates, tokenizer, vocab, path: P
     with torch.inference_mode():
         token_states = states(ids, mask)
     batch, tokens, chars = torch.export.Dim("batch"), torch.export.Dim("tokens"), torch.export.Dim("chars")
-    dynamic = {"token_states": {0: batch, 1: tokens}}
-    dynamic.update({k: {0: batch, 1: chars} for k in HEAD_INPUTS[1:]})
-    args = (token_states.clone(), f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
+    dynamic = {"token_states": {0: batch, 1: tokens}, "token_mask": {0: batch, 1: tokens}}
+    dynamic.update({k: {0: batch, 1: chars} for k in CHAR_INPUTS})
+    args = (token_states.clone(), mask, *(f[k] for k in CHAR_INPUTS))
     return _atomic_write(path, lambda tmp: _export(head, args, HEAD_INPUTS, "emissions", dynamic, tmp))
 
 

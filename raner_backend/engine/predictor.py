@@ -224,7 +224,7 @@ class Predictor:
                 char_inputs[2, row, :n] = self.vocab.ids(chunk)
                 char_inputs[3, row, :n] = char_classes(chunk)
             states = self.backend.states(ids, mask)
-            emissions = self.backend.emissions(states, *char_inputs)
+            emissions = self.backend.emissions(states, mask, *char_inputs)
             for row, w in enumerate(group):
                 n = w.end - w.start
                 w.emissions = emissions[row, :n]

@@ -19,8 +19,8 @@ class EmissionBackend(Protocol):
 
     def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
-    def emissions(self, token_states: np.ndarray, char_token: np.ndarray, char_piece: np.ndarray,
-                  char_ids: np.ndarray, char_class: np.ndarray) -> np.ndarray: ...
+    def emissions(self, token_states: np.ndarray, token_mask: np.ndarray, char_token: np.ndarray,
+                  char_piece: np.ndarray, char_ids: np.ndarray, char_class: np.ndarray) -> np.ndarray: ...
 
 
 def _session(path: Path, threads: int):
@@ -42,14 +42,16 @@ class OnnxBackend:
         self.name = name
         self.encoder = _session(encoder_path, threads)
         self.head = _session(head_path, threads)
+        # A head without top encoder layers never reads token_mask, and its graph has no such input.
+        self.head_inputs = {i.name for i in self.head.get_inputs()}
 
     def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
-    def emissions(self, token_states, char_token, char_piece, char_ids, char_class) -> np.ndarray:
-        feeds = {"token_states": token_states.astype(np.float32, copy=False), "char_token": char_token,
-                 "char_piece": char_piece, "char_ids": char_ids, "char_class": char_class}
-        return self.head.run(None, feeds)[0]
+    def emissions(self, token_states, token_mask, char_token, char_piece, char_ids, char_class) -> np.ndarray:
+        feeds = {"token_states": token_states.astype(np.float32, copy=False), "token_mask": token_mask,
+                 "char_token": char_token, "char_piece": char_piece, "char_ids": char_ids, "char_class": char_class}
+        return self.head.run(None, {k: v for k, v in feeds.items() if k in self.head_inputs})[0]
 
 
 class TorchBackend:
@@ -65,8 +67,8 @@ class TorchBackend:
         with torch.inference_mode():
             return self.states_module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
 
-    def emissions(self, token_states, char_token, char_piece, char_ids, char_class) -> np.ndarray:
+    def emissions(self, token_states, token_mask, char_token, char_piece, char_ids, char_class) -> np.ndarray:
         with torch.inference_mode():
             args = [torch.from_numpy(np.ascontiguousarray(a)) for a in
-                    (token_states, char_token, char_piece, char_ids, char_class)]
+                    (token_states, token_mask, char_token, char_piece, char_ids, char_class)]
             return self.head(*args).numpy()

@@ -6,6 +6,11 @@ embedding and its position inside the piece. A small stack of residual dilated c
 sharpens boundaries between neighbouring characters, and a linear layer gives per-character
 emissions for the CRF. Keeping the encoder frozen lets training reuse cached encoder states and
 keeps each model version small (only the head and the CRF change).
+
+The head may also carry its own trained copy of the encoder's top layers (``top_layers``): they
+start as the base encoder's and re-compute the last chosen layer from a cached lower one, so the
+encoder's upper part adapts to the task while training still reads cached states and the shared
+base encoder stays untouched.
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ class HeadConfig:
     dropout: float = 0.2
     lstm_hidden: int = 0  # > 0: a BiLSTM of this size per direction after the convolutions
     layer_mix: str = "softmax"  # "softmax": a learned weighted sum of the layers; "concat": all of them
+    top_layers: int = 0  # > 0: the head's own trained copy of the encoder's last layers (see module doc)
+    attention_heads: int = 12  # shape of those layers, from the base encoder's config
+    intermediate_size: int = 1536
+    layer_norm_eps: float = 1e-12
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +62,45 @@ class EncoderStates(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return torch.stack([out.hidden_states[i] for i in self.layers], dim=2)
+
+
+class TopLayers(nn.Module):
+    """Post-norm transformer layers (BERT's shape) that re-compute the last of the chosen layers
+    from an earlier one: input index ``source`` of the stacked states, output replaces the last."""
+
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        self.source = cfg.layers.index(cfg.layers[-1] - cfg.top_layers)
+        self.last = cfg.layers[-1]
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.encoder_hidden, cfg.attention_heads, cfg.intermediate_size,
+                                       dropout=0.1, activation="gelu", layer_norm_eps=cfg.layer_norm_eps,
+                                       batch_first=True)
+            for _ in range(cfg.top_layers))
+
+    def forward(self, states: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        x = states[:, :, self.source]
+        padding = token_mask == 0
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=padding)
+        return torch.cat([states[:, :, :-1], x.unsqueeze(2)], dim=2)
+
+    def copy_from_bert(self, encoder: nn.Module) -> None:
+        """Start from the base encoder's own weights for these layers (a BERT-style encoder)."""
+        bert_layers = encoder.encoder.layer[self.last - len(self.layers) : self.last]
+        with torch.no_grad():
+            for ours, theirs in zip(self.layers, bert_layers):
+                attention = theirs.attention
+                q, k, v = attention.self.query, attention.self.key, attention.self.value
+                ours.self_attn.in_proj_weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+                ours.self_attn.in_proj_bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+                for target, source in ((ours.self_attn.out_proj, attention.output.dense),
+                                       (ours.norm1, attention.output.LayerNorm),
+                                       (ours.linear1, theirs.intermediate.dense),
+                                       (ours.linear2, theirs.output.dense),
+                                       (ours.norm2, theirs.output.LayerNorm)):
+                    target.weight.copy_(source.weight)
+                    target.bias.copy_(source.bias)
 
 
 class ResidualConv(nn.Module):
@@ -109,6 +157,7 @@ class CharHead(nn.Module):
         self.blocks = nn.ModuleList(ResidualConv(cfg.width, d, cfg.dropout) for d in cfg.dilations)
         self.lstm = PaddingSafeBiLSTM(cfg.width, cfg.lstm_hidden) if cfg.lstm_hidden else None
         self.out = nn.Linear(cfg.width, cfg.num_tags)
+        self.top = TopLayers(cfg) if cfg.top_layers else None
 
     def char_states(self, token_states: torch.Tensor, char_token: torch.Tensor) -> torch.Tensor:
         """Mix layers and gather each character's piece state: [batch, chars, width]."""
@@ -121,8 +170,10 @@ class CharHead(nn.Module):
         index = char_token.unsqueeze(-1).expand(-1, -1, mixed.size(-1))
         return self.state_proj(torch.gather(mixed, 1, index))
 
-    def forward(self, token_states: torch.Tensor, char_token: torch.Tensor, char_piece: torch.Tensor,
-                char_ids: torch.Tensor, char_class: torch.Tensor) -> torch.Tensor:
+    def forward(self, token_states: torch.Tensor, token_mask: torch.Tensor, char_token: torch.Tensor,
+                char_piece: torch.Tensor, char_ids: torch.Tensor, char_class: torch.Tensor) -> torch.Tensor:
+        if self.top is not None:
+            token_states = self.top(token_states.float(), token_mask)
         mask = (char_class > 0).unsqueeze(-1).float()
         x = torch.cat([self.char_states(token_states, char_token), self.char_embed(char_ids),
                        self.class_embed(char_class), self.piece_embed(char_piece)], dim=-1)

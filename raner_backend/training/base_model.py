@@ -13,9 +13,9 @@ from ..model.base import BaseEncoder
 from ..model.bundle import HeadBundle
 from ..model.chars import CharVocab, char_classes
 from ..model.data import Example
-from ..model.network import EncoderStates, HeadConfig
+from ..model.network import CharHead, EncoderStates, HeadConfig
 from ..model.tags import TagScheme
-from .augment import augment_examples
+from .augment import augment_examples, name_lists
 from .features import build_feature_cache
 from .trainer import Item, TrainConfig, split_dev, train
 
@@ -43,11 +43,14 @@ def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, 
 
 def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Path, cache_dir: Path,
                      scheme: TagScheme, cfg: TrainConfig, dev_size: int = 2000,
-                     head_config: dict | None = None, init: Path | None = None, augment: float = 0.0) -> dict:
+                     head_config: dict | None = None, init: Path | None = None, augment: float = 0.0,
+                     lists: int = 0, top_layers: int = 0) -> dict:
     """Train a head on ``examples`` (a dev part carved off), save it to ``out_dir``; return a summary.
 
     ``init``: continue from the model in that folder (its head, CRF and character vocabulary);
-    ``augment``: add modern-text copies of that share of the training sentences (never of dev).
+    ``augment``: add modern-text copies of that share of the training sentences (never of dev);
+    ``lists``: add that many name-list sentences built from the training names;
+    ``top_layers``: give an ``init`` model without them its own copy of the encoder's top layers.
     """
     started = time.time()
     tokenizer, encoder = base.load()
@@ -55,17 +58,43 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     train_ex = [examples[i] for i in train_idx]
     train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
     bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, train_ex, head_config)
+    if top_layers and not bundle.head.cfg.top_layers:
+        bundle.head = with_top_layers(bundle.head, encoder, top_layers)
     layers = bundle.head.cfg.layers
     data = train_ex + [examples[i] for i in dev_idx]
-    cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in data])
-    items = build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, data, layers, cache_path, signature)
-    summary = train(bundle.head, bundle.crf, bundle.scheme, items[: len(train_ex)], items[len(train_ex) :],
+    # Each part has its own cache, so adding name lists never re-encodes the corpus.
+    parts = [data, name_lists(train_ex, lists, cfg.seed)] if lists else [data]
+    items = []
+    for part in parts:
+        cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in part])
+        items.append(build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, part, layers, cache_path,
+                                 signature))
+    train_items = items[0][: len(train_ex)] + (items[1] if lists else [])
+    summary = train(bundle.head, bundle.crf, bundle.scheme, train_items, items[0][len(train_ex) :],
                     cfg, checkpoint_dir=out_dir / "checkpoint")
     bundle.save(out_dir)
-    summary.update({"train_sentences": len(train_ex), "augmented_sentences": len(train_ex) - len(train_idx),
-                    "dev_sentences": len(dev_idx), "init": str(init) if init else None,
+    summary.update({"train_sentences": len(train_items), "augmented_sentences": len(train_items) - len(train_idx),
+                    "name_list_sentences": lists, "dev_sentences": len(dev_idx), "init": str(init) if init else None,
                     "seconds": round(time.time() - started, 1)})
     return summary
+
+
+def with_top_layers(head: CharHead, encoder, count: int) -> CharHead:
+    """The same head plus its own copy of the encoder's last ``count`` layers, starting from the
+    encoder's weights, so its output is unchanged until training moves them."""
+    config = encoder.config
+    cfg = HeadConfig.from_dict(dict(head.cfg.to_dict(), top_layers=count,
+                                    attention_heads=config.num_attention_heads,
+                                    intermediate_size=config.intermediate_size,
+                                    layer_norm_eps=config.layer_norm_eps))
+    if cfg.layers[-1] - count not in cfg.layers:
+        raise ValueError(f"{count} top layers need layer {cfg.layers[-1] - count} among the head's layers {cfg.layers}")
+    grown = CharHead(cfg)
+    missing, unexpected = grown.load_state_dict(head.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("top.") for k in missing):
+        raise ValueError(f"head weights do not fit: missing {missing}, unexpected {unexpected}")
+    grown.top.copy_from_bert(encoder)
+    return grown
 
 
 def new_bundle(base: BaseEncoder, encoder, scheme: TagScheme, train_ex: Sequence[Example],
@@ -73,5 +102,9 @@ def new_bundle(base: BaseEncoder, encoder, scheme: TagScheme, train_ex: Sequence
     head_kwargs = dict(head_config or {})
     layers = tuple(head_kwargs.pop("layers", HeadConfig.layers))
     layers = tuple(min(layer, encoder.config.num_hidden_layers) for layer in layers)
-    return HeadBundle.new(scheme, CharVocab.build(e.text for e in train_ex), encoder.config.hidden_size,
-                          {"name": base.name, "sha256": base.checksum()}, layers=layers, **head_kwargs)
+    top_layers = head_kwargs.pop("top_layers", 0)
+    bundle = HeadBundle.new(scheme, CharVocab.build(e.text for e in train_ex), encoder.config.hidden_size,
+                            {"name": base.name, "sha256": base.checksum()}, layers=layers, **head_kwargs)
+    if top_layers:
+        bundle.head = with_top_layers(bundle.head, encoder, top_layers)
+    return bundle

@@ -47,6 +47,7 @@ class TrainConfig:
     epochs: int = 8
     batch_chars: int = 2048
     head_lr: float = 2e-3
+    top_lr: float = 5e-5  # the head's copy of the encoder's top layers, if it has one
     crf_lr: float = 1e-2
     weight_decay: float = 0.01
     warmup: float = 0.05
@@ -63,8 +64,10 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
     states = torch.zeros((len(items), n_tokens, layers, hidden), dtype=torch.float16)
     fields = {k: torch.zeros((len(items), n_chars), dtype=torch.long)
               for k in ("char_token", "char_piece", "char_ids", "char_class", "tags")}
+    fields["token_mask"] = torch.zeros((len(items), n_tokens), dtype=torch.long)
     for row, item in enumerate(items):
         states[row, : len(item.token_states)] = torch.from_numpy(np.array(item.token_states))
+        fields["token_mask"][row, : len(item.token_states)] = 1
         length = len(item.char_ids)
         char_ids = item.char_ids
         if char_dropout and rng is not None:
@@ -73,6 +76,10 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
                            ("char_ids", char_ids), ("char_class", item.char_class), ("tags", item.tags)):
             fields[key][row, :length] = torch.from_numpy(np.asarray(value))
     return states, fields
+
+
+def run_head(head: CharHead, states: torch.Tensor, f: dict) -> torch.Tensor:
+    return head(states, f["token_mask"], f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
 
 
 def batches_of(items: Sequence[Item], batch_chars: int, shuffle: bool, rng: random.Random) -> list[list[int]]:
@@ -88,7 +95,7 @@ def item_emissions(head: CharHead, items: Sequence[Item], batch_chars: int = 409
     with torch.inference_mode():
         for batch in batches_of(items, batch_chars, shuffle=False, rng=random.Random(0)):
             states, f = collate([items[i] for i in batch])
-            emissions = head(states, f["char_token"], f["char_piece"], f["char_ids"], f["char_class"]).numpy()
+            emissions = run_head(head, states, f).numpy()
             for row, i in enumerate(batch):
                 yield i, emissions[row, : len(items[i].char_ids)]
 
@@ -106,6 +113,19 @@ def evaluate_items(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[
     return entity_scores([i.spans for i in items], predict_spans(head, crf, scheme, items))
 
 
+def parameter_groups(head: CharHead, crf: CRF, cfg: TrainConfig) -> list[dict]:
+    """Pretrained top layers move slowly, the new head faster, the CRF's few numbers fastest."""
+    top = {id(p) for p in head.top.parameters()} if head.top is not None else set()
+    groups = [
+        {"params": [p for p in head.parameters() if id(p) not in top], "lr": cfg.head_lr,
+         "weight_decay": cfg.weight_decay},
+        {"params": list(crf.parameters()), "lr": cfg.crf_lr, "weight_decay": 0.0},
+    ]
+    if top:
+        groups.append({"params": list(head.top.parameters()), "lr": cfg.top_lr, "weight_decay": cfg.weight_decay})
+    return groups
+
+
 def train(head: CharHead, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], dev_items: Sequence[Item],
           cfg: TrainConfig, checkpoint_dir: Path | None = None,
           progress: Callable[[dict], None] | None = None) -> dict:
@@ -113,11 +133,7 @@ def train(head: CharHead, crf: CRF, scheme: TagScheme, train_items: Sequence[Ite
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
-    params = [
-        {"params": [p for p in head.parameters()], "lr": cfg.head_lr, "weight_decay": cfg.weight_decay},
-        {"params": [p for p in crf.parameters()], "lr": cfg.crf_lr, "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(params)
+    optimizer = torch.optim.AdamW(parameter_groups(head, crf, cfg))
     steps_per_epoch = len(batches_of(train_items, cfg.batch_chars, False, rng))
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -141,7 +157,7 @@ def train(head: CharHead, crf: CRF, scheme: TagScheme, train_items: Sequence[Ite
         bar = tqdm(epoch_batches, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng)
-            emissions = head(states, f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
+            emissions = run_head(head, states, f)
             loss = crf.nll(emissions, f["tags"], f["char_class"] > 0)
             optimizer.zero_grad()
             loss.backward()

@@ -1,0 +1,99 @@
+"""The head's own copy of the encoder's top layers: it starts as the encoder itself, ignores
+padding, is stored in fp16, and exports to ONNX with the same emissions as PyTorch."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from raner_backend.engine.loader import BaseRuntime, build_predictor
+from raner_backend.model.base import resolve_base
+from raner_backend.model.bundle import WEIGHTS, HeadBundle
+from raner_backend.model.network import CharHead, EncoderStates, HeadConfig
+from raner_backend.training.base_model import with_top_layers
+
+from .tiny_bert import make_tiny_bert, tiny_examples, write_tagged
+
+TEXTS = ["马云在杭州", "李明昨天去了北京大学，华为在深圳发布Mate60手机。", "好", "腾讯总部位于深圳。" * 3]
+
+
+@pytest.fixture(scope="module")
+def top_model(tmp_path_factory):
+    """(model folder, base runtime): a tiny model trained with the tiny BERT's last layer in its head."""
+    from raner_backend.cli import main
+
+    root = tmp_path_factory.mktemp("top")
+    base = make_tiny_bert(root / "bert")
+    data = write_tagged(root / "tiny.txt", tiny_examples() * 4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASE_MODEL", str(base))
+        mp.setenv("CACHE_DIR", str(root / "cache"))
+        code = main(["train", "--data", str(data), "--out", str(root / "model"), "--epochs", "30",
+                     "--dev-size", "2", "--patience", "30", "--batch-chars", "256", "--head-lr", "5e-3",
+                     "--top-lr", "1e-3", "--head-config",
+                     json.dumps({"layers": [1, 2], "width": 64, "char_dim": 32, "top_layers": 1})])
+    assert code == 0
+    return root / "model", BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache").load()
+
+
+def _tokens(runtime, texts):
+    batch = runtime.tokenizer(texts, padding=True, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def test_top_layers_start_as_the_encoders_own(top_model):
+    folder, runtime = top_model
+    cfg = HeadBundle.load(folder).head.cfg
+    grown = with_top_layers(CharHead(HeadConfig.from_dict(dict(cfg.to_dict(), top_layers=0))), runtime.encoder, 1)
+    ids, mask = _tokens(runtime, TEXTS)
+    with torch.inference_mode():
+        states = EncoderStates(runtime.encoder, (1, 2))(ids, mask)
+        recomputed = grown.eval().top(states, mask)
+    real = mask.bool()
+    assert torch.allclose(recomputed[real], states[real], atol=1e-5)
+
+
+def test_top_layers_need_their_input_layer_among_the_heads_layers(top_model):
+    folder, runtime = top_model
+    cfg = HeadBundle.load(folder).head.cfg
+    with pytest.raises(ValueError, match="need layer 0"):
+        with_top_layers(CharHead(HeadConfig.from_dict(dict(cfg.to_dict(), top_layers=0))), runtime.encoder, 2)
+
+
+def test_training_moved_the_top_layers_and_stores_them_in_fp16(top_model):
+    folder, runtime = top_model
+    bundle = HeadBundle.load(folder)
+    assert bundle.head.cfg.top_layers == 1
+    with safe_open(str(folder / WEIGHTS), "pt") as weights:
+        dtypes = {k: weights.get_tensor(k).dtype for k in weights.keys()}
+    assert {d for k, d in dtypes.items() if k.startswith("head.top.")} == {torch.float16}
+    assert {d for k, d in dtypes.items() if not k.startswith("head.top.")} == {torch.float32}
+    trained = bundle.head.top.layers[0].linear1.weight
+    assert not torch.allclose(trained, runtime.encoder.encoder.layer[1].intermediate.dense.weight, atol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx-fp32"])
+def test_emissions_do_not_depend_on_the_batch(top_model, engine):
+    """A text's emissions alone and in a batch padded for a longer text agree: padding is masked."""
+    folder, runtime = top_model
+    predictor = build_predictor(runtime, folder, "top", engine, cache_size=0)
+    windows = [w for k, t in enumerate(TEXTS) for w in predictor._windows(k, t)]
+    predictor._run(TEXTS, windows)
+    together = [w.emissions.copy() for w in windows]
+    for w, expected in zip(windows, together):
+        predictor._run(TEXTS, [w])
+        assert np.abs(w.emissions - expected).max() < 1e-4
+
+
+def test_onnx_head_with_top_layers_matches_torch(top_model):
+    folder, runtime = top_model
+    torch_p = build_predictor(runtime, folder, "t", "torch", cache_size=0)
+    onnx_p = build_predictor(runtime, folder, "o", "onnx-fp32", cache_size=0)
+    windows = [w for k, t in enumerate(TEXTS) for w in torch_p._windows(k, t)]
+    torch_p._run(TEXTS, windows)
+    expected = [w.emissions.copy() for w in windows]
+    onnx_p._run(TEXTS, windows)
+    assert max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected)) < 1e-4
