@@ -56,6 +56,26 @@ def test_top_layers_start_as_the_encoders_own(top_model):
     assert torch.allclose(recomputed[real], states[real], atol=1e-5)
 
 
+def test_more_top_layers_keep_the_trained_ones_on_top(top_model):
+    folder, runtime = top_model
+    cfg = HeadBundle.load(folder).head.cfg
+    head = with_top_layers(CharHead(HeadConfig.from_dict(dict(cfg.to_dict(), layers=[0, 1, 2], top_layers=0))),
+                           runtime.encoder, 1)
+    with torch.no_grad():
+        for p in head.top.parameters():
+            p.add_(0.01)  # stands for training
+    grown = with_top_layers(head, runtime.encoder, 2)
+    assert grown.cfg.top_layers == 2
+    for a, b in zip(grown.top.layers[1].parameters(), head.top.layers[0].parameters()):
+        assert torch.equal(a, b)
+    ids, mask = _tokens(runtime, TEXTS)
+    with torch.inference_mode():
+        states = EncoderStates(runtime.encoder, (0, 1, 2))(ids, mask)
+        first = grown.eval().top.layers[0](states[:, :, 0], src_key_padding_mask=mask == 0)
+    real = mask.bool()
+    assert torch.allclose(first[real], states[:, :, 1][real], atol=1e-5)
+
+
 def test_top_layers_need_their_input_layer_among_the_heads_layers(top_model):
     folder, runtime = top_model
     cfg = HeadBundle.load(folder).head.cfg

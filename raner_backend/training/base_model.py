@@ -50,7 +50,8 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     ``init``: continue from the model in that folder (its head, CRF and character vocabulary);
     ``augment``: add modern-text copies of that share of the training sentences (never of dev);
     ``lists``: add that many name-list sentences built from the training names;
-    ``top_layers``: give an ``init`` model without them its own copy of the encoder's top layers.
+    ``top_layers``: give an ``init`` model its own copy of the encoder's last layers, up to this many
+    (layers it already trained are kept).
     """
     started = time.time()
     tokenizer, encoder = base.load()
@@ -58,7 +59,7 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     train_ex = [examples[i] for i in train_idx]
     train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
     bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, train_ex, head_config)
-    if top_layers and not bundle.head.cfg.top_layers:
+    if top_layers > bundle.head.cfg.top_layers:
         bundle.head = with_top_layers(bundle.head, encoder, top_layers)
     layers = bundle.head.cfg.layers
     data = train_ex + [examples[i] for i in dev_idx]
@@ -80,8 +81,9 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
 
 
 def with_top_layers(head: CharHead, encoder, count: int) -> CharHead:
-    """The same head plus its own copy of the encoder's last ``count`` layers, starting from the
-    encoder's weights, so its output is unchanged until training moves them."""
+    """The same head with its own copy of the encoder's last ``count`` layers. Layers the head
+    already trained are kept as the topmost; the others start from the encoder's weights, so a
+    head without top layers gives unchanged output until training moves them."""
     config = encoder.config
     cfg = HeadConfig.from_dict(dict(head.cfg.to_dict(), top_layers=count,
                                     attention_heads=config.num_attention_heads,
@@ -89,11 +91,17 @@ def with_top_layers(head: CharHead, encoder, count: int) -> CharHead:
                                     layer_norm_eps=config.layer_norm_eps))
     if cfg.layers[-1] - count not in cfg.layers:
         raise ValueError(f"{count} top layers need layer {cfg.layers[-1] - count} among the head's layers {cfg.layers}")
+    trained = head.top.layers if head.top is not None else []
+    if len(trained) > count:
+        raise ValueError(f"the head already has {len(trained)} top layers, more than {count}")
     grown = CharHead(cfg)
-    missing, unexpected = grown.load_state_dict(head.state_dict(), strict=False)
+    missing, unexpected = grown.load_state_dict(
+        {k: v for k, v in head.state_dict().items() if not k.startswith("top.")}, strict=False)
     if unexpected or any(not k.startswith("top.") for k in missing):
         raise ValueError(f"head weights do not fit: missing {missing}, unexpected {unexpected}")
     grown.top.copy_from_bert(encoder)
+    for ours, kept in zip(grown.top.layers[count - len(trained):], trained):
+        ours.load_state_dict(kept.state_dict())
     return grown
 
 
