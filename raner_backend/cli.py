@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name-lists", type=int, default=0,
                        help="add this many sentences listing people one after another (names from the data)")
     train.add_argument("--top-layers", type=int, default=0,
-                       help="train the head's own copy of the encoder's last N layers (added to an --init model)")
+                       help="train the head's own copy of the encoder's last N layers (an --init model keeps the ones it has)")
     train.set_defaults(func=cmd_train)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")
