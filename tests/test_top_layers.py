@@ -83,14 +83,14 @@ def test_top_layers_need_their_input_layer_among_the_heads_layers(top_model):
         with_top_layers(CharHead(HeadConfig.from_dict(dict(cfg.to_dict(), top_layers=0))), runtime.encoder, 2)
 
 
-def test_training_moved_the_top_layers_and_stores_them_in_fp16(top_model):
+def test_training_moved_the_top_layers_and_stores_the_head_in_fp16(top_model):
     folder, runtime = top_model
     bundle = HeadBundle.load(folder)
     assert bundle.head.cfg.top_layers == 1
     with safe_open(str(folder / WEIGHTS), "pt") as weights:
         dtypes = {k: weights.get_tensor(k).dtype for k in weights.keys()}
-    assert {d for k, d in dtypes.items() if k.startswith("head.top.")} == {torch.float16}
-    assert {d for k, d in dtypes.items() if not k.startswith("head.top.")} == {torch.float32}
+    assert {d for k, d in dtypes.items() if k.startswith("head.")} == {torch.float16}
+    assert {d for k, d in dtypes.items() if k.startswith("crf.")} == {torch.float32}
     trained = bundle.head.top.layers[0].linear1.weight
     assert not torch.allclose(trained, runtime.encoder.encoder.layer[1].intermediate.dense.weight, atol=1e-3)
 
