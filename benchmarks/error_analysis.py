@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 Span = tuple[int, int, str]
 
 
+def overlaps(a: Span, b: Span) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
 def error_kind(gold: Span, wrong_predictions: set[Span]) -> str:
     """What became of a gold span the model did not find exactly."""
-    overlapping = [p for p in wrong_predictions if p[0] < gold[1] and gold[0] < p[1]]
+    overlapping = [p for p in wrong_predictions if overlaps(p, gold)]
     if not overlapping:
         return "missed"
     if any(p[:2] == gold[:2] for p in overlapping):
@@ -68,7 +72,7 @@ def main() -> None:
             not_found += 1
             not_found_inside_piece += span[0] not in piece_edges or span[1] not in piece_edges
         for p in wrong:
-            if not any(g[0] < p[1] and p[0] < g[1] for g in gold):
+            if not any(overlaps(g, p) for g in gold):
                 kinds[f"spurious {p[2]}"] += 1
 
     adjacent = [i for i, gold in enumerate(golds) if has_adjacent_entities(gold)]

@@ -1,7 +1,8 @@
 """A model version on disk: the head and CRF weights, the character vocabulary, the tag scheme and
 the name of the base encoder they were trained on. The base encoder itself lives in the cache
-(it is shared by every version), so a version folder stays a few MB. The head's weights are stored in fp16 (half the size; msra_test
-F1, precision and recall unchanged to four decimals) and computed in fp32; the CRF's stay fp32."""
+(it is shared by every version), so a version folder stays a few MB. The head's weights are stored
+in fp16 (half the size; msra_test F1, precision and recall unchanged to four decimals) and computed
+in fp32; the CRF's stay fp32."""
 from __future__ import annotations
 
 import json
