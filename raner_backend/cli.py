@@ -38,7 +38,8 @@ def cmd_train(args, settings: Settings) -> int:
     summary = train_base_model(base, examples, out, settings.cache_dir, DEFAULT_SCHEME, cfg,
                                dev_size=args.dev_size, head_config=head_config,
                                init=Path(args.init) if args.init else None, augment=args.augment,
-                               lists=args.name_lists, top_layers=args.top_layers)
+                               lists=args.name_lists, top_layers=args.top_layers,
+                               chars_from=Path(args.chars_from) if args.chars_from else None)
     summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary["data"] = {"file": data.name, "sentences": len(examples)}
     write_json(out / "training.json", summary)
@@ -105,6 +106,21 @@ def _record_engine_choice(folder: Path, report: dict) -> None:
         "per_type": report["engines"][report["choice"]["engine"]]["scores"]["per_type"],
     }
     write_json_atomic(path, manifest)
+
+
+def cmd_combine(args, settings: Settings) -> int:
+    from .model.bundle import HeadBundle
+    from .training.trainer import write_json
+
+    if len(args.models) < 2:
+        raise SystemExit("combine needs at least two model folders")
+    bundle = HeadBundle.ensemble([HeadBundle.load(Path(m)) for m in args.models])
+    out = Path(args.out)
+    bundle.save(out)
+    write_json(out / "training.json", {"members": args.models,
+                                       "command": "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
+    print(json.dumps({"out": str(out), "members": len(args.models)}))
+    return 0
 
 
 def cmd_setup(args, settings: Settings) -> int:
@@ -209,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=13)
     train.add_argument("--head-config", default="", help="JSON overrides of the head's shape")
     train.add_argument("--init", default="", help="continue from the model in this folder (e.g. the default model)")
+    train.add_argument("--chars-from", default="",
+                       help="a new head takes this model's character vocabulary (to combine the two later)")
     train.add_argument("--augment", type=float, default=0.0,
                        help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
     train.add_argument("--name-lists", type=int, default=0,
@@ -216,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--top-layers", type=int, default=0,
                        help="train the head's own copy of the encoder's last N layers (an --init model keeps the ones it has)")
     train.set_defaults(func=cmd_train)
+
+    combine = sub.add_parser("combine", help="one model from several trained on the same base (emissions averaged)")
+    combine.add_argument("--out", required=True, help="folder for the combined model")
+    combine.add_argument("models", nargs="+", help="model folders")
+    combine.set_defaults(func=cmd_combine)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")
     setup.set_defaults(func=cmd_setup)

@@ -17,7 +17,7 @@ import torch
 
 from ..model.chars import char_classes
 from ..model.alignment import encode_texts
-from ..model.network import CharHead, EncoderStates
+from ..model.network import EncoderStates, Head
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def export_encoder(states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
                                                    dynamic, tmp))
 
 
-def export_head(head: CharHead, states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
+def export_head(head: Head, states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
     ids, mask, f = sample_inputs(tokenizer, vocab)
     with torch.inference_mode():
         token_states = states(ids, mask)

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..model.network import CharHead, EncoderStates
+from ..model.network import EncoderStates, Head
 
 
 class EmissionBackend(Protocol):
@@ -57,7 +57,7 @@ class OnnxBackend:
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, states: EncoderStates, head: CharHead, threads: int = 0):
+    def __init__(self, states: EncoderStates, head: Head, threads: int = 0):
         self.states_module = states.eval()
         self.head = head.eval()
         if threads:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from .chars import CharVocab
 from .crf import CRF
-from .network import CharHead, HeadConfig
+from .network import CharHead, Head, HeadConfig, HeadEnsemble, head_from_config
 from .tags import TagScheme
 
 WEIGHTS = "head.safetensors"
@@ -24,7 +24,7 @@ CONFIG = "head_config.json"
 class HeadBundle:
     scheme: TagScheme
     vocab: CharVocab
-    head: CharHead
+    head: Head
     crf: CRF
     base: dict  # {"name": ..., "sha256": ...}
 
@@ -33,6 +33,23 @@ class HeadBundle:
         cfg = HeadConfig(num_tags=scheme.num_tags, char_vocab_size=len(vocab), encoder_hidden=encoder_hidden,
                          **head_kwargs)
         return cls(scheme, vocab, CharHead(cfg), CRF(scheme), base)
+
+    @classmethod
+    def ensemble(cls, members: list["HeadBundle"]) -> "HeadBundle":
+        """One model from several trained on the same base, tags and characters: their heads'
+        emissions averaged, and their CRF scores averaged to match."""
+        first = members[0]
+        for m in members[1:]:
+            if (m.scheme.entity_types, m.vocab.chars, m.base) != (first.scheme.entity_types, first.vocab.chars,
+                                                                   first.base):
+                raise ValueError("ensemble members must share the base encoder, entity types and characters")
+        heads = [m.head for m in members]
+        if not all(isinstance(h, CharHead) for h in heads):
+            raise ValueError("ensemble members must be single heads")
+        crf = CRF(first.scheme)
+        crf.load_state_dict({k: sum(m.crf.state_dict()[k] for m in members) / len(members)
+                             for k in crf.state_dict()})
+        return cls(first.scheme, first.vocab, HeadEnsemble(heads), crf.eval(), first.base)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -48,7 +65,7 @@ class HeadBundle:
     def load(cls, folder: Path) -> "HeadBundle":
         config = json.loads((folder / CONFIG).read_text())
         scheme = TagScheme(tuple(config["entity_types"]))
-        head = CharHead(HeadConfig.from_dict(config["head"]))
+        head = head_from_config(config["head"])
         crf = CRF(scheme)
         tensors = load_file(str(folder / WEIGHTS))
         head.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("head.")})

@@ -183,3 +183,57 @@ class CharHead(nn.Module):
         if self.lstm is not None:
             x = self.lstm(x * mask, mask)
         return self.out(x) * mask
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The shapes of an ensemble's member heads; they read the same encoder layers."""
+
+    members: tuple[HeadConfig, ...]
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self.members[0].layers
+
+    @property
+    def top_layers(self) -> int:
+        return max(m.top_layers for m in self.members)
+
+    def to_dict(self) -> dict:
+        return {"members": [m.to_dict() for m in self.members]}
+
+
+class HeadEnsemble(nn.Module):
+    """Several heads over the same encoder states, their emissions averaged. With one CRF whose
+    scores are the members' averaged, Viterbi decodes the product of the members' distributions;
+    heads trained apart err on different names, so the ensemble errs less (msra_test: see README).
+    The shared base encoder runs once, so a member costs only its own head."""
+
+    def __init__(self, members: list[CharHead]):
+        super().__init__()
+        first = members[0].cfg
+        for m in members[1:]:
+            if (m.cfg.layers, m.cfg.num_tags, m.cfg.char_vocab_size) != (first.layers, first.num_tags,
+                                                                         first.char_vocab_size):
+                raise ValueError("ensemble members must read the same encoder layers with the same tags and characters")
+        self.members = nn.ModuleList(members)
+        self.cfg = EnsembleConfig(tuple(m.cfg for m in members))
+
+    def forward(self, token_states: torch.Tensor, token_mask: torch.Tensor, char_token: torch.Tensor,
+                char_piece: torch.Tensor, char_ids: torch.Tensor, char_class: torch.Tensor) -> torch.Tensor:
+        emissions = [m(token_states, token_mask, char_token, char_piece, char_ids, char_class) for m in self.members]
+        return torch.stack(emissions).mean(dim=0)
+
+
+Head = CharHead | HeadEnsemble
+
+
+def head_from_config(config: dict) -> Head:
+    if "members" in config:
+        return HeadEnsemble([CharHead(HeadConfig.from_dict(m)) for m in config["members"]])
+    return CharHead(HeadConfig.from_dict(config))
+
+
+def top_layer_parameters(head: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every copy of the encoder's top layers inside ``head``."""
+    return [p for m in head.modules() if isinstance(m, TopLayers) for p in m.parameters()]

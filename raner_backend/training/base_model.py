@@ -44,12 +44,13 @@ def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, 
 def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Path, cache_dir: Path,
                      scheme: TagScheme, cfg: TrainConfig, dev_size: int = 2000,
                      head_config: dict | None = None, init: Path | None = None, augment: float = 0.0,
-                     lists: int = 0, top_layers: int = 0) -> dict:
+                     lists: int = 0, top_layers: int = 0, chars_from: Path | None = None) -> dict:
     """Train a head on ``examples`` (a dev part carved off), save it to ``out_dir``; return a summary.
 
     ``init``: continue from the model in that folder (its head, CRF and character vocabulary);
     ``augment``: add modern-text copies of that share of the training sentences (never of dev);
     ``lists``: add that many name-list sentences built from the training names;
+    ``chars_from``: a new head takes that model's character vocabulary, so the two can be combined;
     ``top_layers``: give an ``init`` model its own copy of the encoder's last layers, up to this many
     (layers it already trained are kept).
     """
@@ -58,7 +59,8 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     train_idx, dev_idx = split_dev(len(examples), dev_size, cfg.seed)
     train_ex = [examples[i] for i in train_idx]
     train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
-    bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, train_ex, head_config)
+    vocab = HeadBundle.load(chars_from).vocab if chars_from else CharVocab.build(e.text for e in train_ex)
+    bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, vocab, head_config)
     if top_layers > bundle.head.cfg.top_layers:
         bundle.head = with_top_layers(bundle.head, encoder, top_layers)
     layers = bundle.head.cfg.layers
@@ -84,6 +86,8 @@ def with_top_layers(head: CharHead, encoder, count: int) -> CharHead:
     """The same head with its own copy of the encoder's last ``count`` layers. Layers the head
     already trained are kept as the topmost; the others start from the encoder's weights, so a
     head without top layers gives unchanged output until training moves them."""
+    if not isinstance(head, CharHead):
+        raise ValueError("top layers are grown on a single head, not on an ensemble")
     config = encoder.config
     cfg = HeadConfig.from_dict(dict(head.cfg.to_dict(), top_layers=count,
                                     attention_heads=config.num_attention_heads,
@@ -105,13 +109,13 @@ def with_top_layers(head: CharHead, encoder, count: int) -> CharHead:
     return grown
 
 
-def new_bundle(base: BaseEncoder, encoder, scheme: TagScheme, train_ex: Sequence[Example],
+def new_bundle(base: BaseEncoder, encoder, scheme: TagScheme, vocab: CharVocab,
                head_config: dict | None) -> HeadBundle:
     head_kwargs = dict(head_config or {})
     layers = tuple(head_kwargs.pop("layers", HeadConfig.layers))
     layers = tuple(min(layer, encoder.config.num_hidden_layers) for layer in layers)
     top_layers = head_kwargs.pop("top_layers", 0)
-    bundle = HeadBundle.new(scheme, CharVocab.build(e.text for e in train_ex), encoder.config.hidden_size,
+    bundle = HeadBundle.new(scheme, vocab, encoder.config.hidden_size,
                             {"name": base.name, "sha256": base.checksum()}, layers=layers, **head_kwargs)
     if top_layers:
         bundle.head = with_top_layers(bundle.head, encoder, top_layers)

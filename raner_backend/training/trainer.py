@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..model.chars import UNK
 from ..model.crf import CRF
-from ..model.network import CharHead
+from ..model.network import Head, top_layer_parameters
 from ..model.tags import Span, TagScheme
 from .features import length_sorted_batches
 from .metrics import entity_scores
@@ -78,7 +78,7 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
     return states, fields
 
 
-def run_head(head: CharHead, states: torch.Tensor, f: dict) -> torch.Tensor:
+def run_head(head: Head, states: torch.Tensor, f: dict) -> torch.Tensor:
     return head(states, f["token_mask"], f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
 
 
@@ -89,7 +89,7 @@ def batches_of(items: Sequence[Item], batch_chars: int, shuffle: bool, rng: rand
     return batches
 
 
-def item_emissions(head: CharHead, items: Sequence[Item], batch_chars: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
+def item_emissions(head: Head, items: Sequence[Item], batch_chars: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, emissions [chars, tags])`` of every item, in length-sorted batches, head in eval mode."""
     head.eval()
     with torch.inference_mode():
@@ -100,7 +100,7 @@ def item_emissions(head: CharHead, items: Sequence[Item], batch_chars: int = 409
                 yield i, emissions[row, : len(items[i].char_ids)]
 
 
-def predict_spans(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[Item],
+def predict_spans(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item],
                   batch_chars: int = 4096) -> list[list[Span]]:
     params = crf.params()
     out: list[list[Span]] = [[] for _ in items]
@@ -109,24 +109,25 @@ def predict_spans(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[I
     return out
 
 
-def evaluate_items(head: CharHead, crf: CRF, scheme: TagScheme, items: Sequence[Item]) -> dict:
+def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item]) -> dict:
     return entity_scores([i.spans for i in items], predict_spans(head, crf, scheme, items))
 
 
-def parameter_groups(head: CharHead, crf: CRF, cfg: TrainConfig) -> list[dict]:
+def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
     """Pretrained top layers move slowly, the new head faster, the CRF's few numbers fastest."""
-    top = {id(p) for p in head.top.parameters()} if head.top is not None else set()
+    top_params = top_layer_parameters(head)
+    top = {id(p) for p in top_params}
     groups = [
         {"params": [p for p in head.parameters() if id(p) not in top], "lr": cfg.head_lr,
          "weight_decay": cfg.weight_decay},
         {"params": list(crf.parameters()), "lr": cfg.crf_lr, "weight_decay": 0.0},
     ]
     if top:
-        groups.append({"params": list(head.top.parameters()), "lr": cfg.top_lr, "weight_decay": cfg.weight_decay})
+        groups.append({"params": top_params, "lr": cfg.top_lr, "weight_decay": cfg.weight_decay})
     return groups
 
 
-def train(head: CharHead, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], dev_items: Sequence[Item],
+def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], dev_items: Sequence[Item],
           cfg: TrainConfig, checkpoint_dir: Path | None = None,
           progress: Callable[[dict], None] | None = None) -> dict:
     """Train in place; leaves the best (dev F1) weights in ``head``/``crf`` and returns a summary."""
