@@ -116,7 +116,7 @@ def cmd_combine(args, settings: Settings) -> int:
         raise SystemExit("combine needs at least two model folders")
     bundle = HeadBundle.ensemble([HeadBundle.load(Path(m)) for m in args.models])
     out = Path(args.out)
-    bundle.save(out)
+    bundle.save(out, compact=args.compact)
     write_json(out / "training.json", {"members": args.models,
                                        "command": "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
     print(json.dumps({"out": str(out), "members": len(args.models)}))
@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     combine = sub.add_parser("combine", help="one model from several trained on the same base (emissions averaged)")
     combine.add_argument("--out", required=True, help="folder for the combined model")
     combine.add_argument("models", nargs="+", help="model folders")
+    combine.add_argument("--compact", action="store_true",
+                         help="store weight matrices in int8 with per-row scales (half the size, for shipping)")
     combine.set_defaults(func=cmd_combine)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")

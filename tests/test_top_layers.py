@@ -117,3 +117,23 @@ def test_onnx_head_with_top_layers_matches_torch(top_model):
     expected = [w.emissions.copy() for w in windows]
     onnx_p._run(TEXTS, windows)
     assert max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected)) < 1e-4
+
+
+def test_a_compact_model_stores_int8_weights_and_predicts_the_same(top_model, tmp_path):
+    folder, runtime = top_model
+    HeadBundle.load(folder).save(tmp_path, compact=True)
+    with safe_open(str(tmp_path / WEIGHTS), "pt") as weights:
+        dtypes = {k: weights.get_tensor(k).dtype for k in weights.keys()}
+    assert any(d == torch.int8 for k, d in dtypes.items() if k.startswith("head."))
+    assert dtypes["crf.transitions"] == torch.float32
+    assert (tmp_path / WEIGHTS).stat().st_size < 0.7 * (folder / WEIGHTS).stat().st_size
+    full = build_predictor(runtime, folder, "fp16", "torch", cache_size=0)
+    compact = build_predictor(runtime, tmp_path, "int8", "torch", cache_size=0)
+    windows = [w for k, t in enumerate(TEXTS) for w in full._windows(k, t)]
+    full._run(TEXTS, windows)
+    expected = [w.emissions.copy() for w in windows]
+    compact._run(TEXTS, windows)
+    scale = max(float(np.abs(e).max()) for e in expected)
+    assert max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected)) < 0.02 * scale
+    spans = [[[(e.start, e.end, e.label) for e in r.entities] for r in p.predict(TEXTS)] for p in (full, compact)]
+    assert spans[0] == spans[1]

@@ -2,13 +2,17 @@
 the name of the base encoder they were trained on. The base encoder itself lives in the cache
 (it is shared by every version), so a version folder stays a few MB. The head's weights are stored
 in fp16 (half the size; msra_test F1, precision and recall unchanged to four decimals) and computed
-in fp32; the CRF's stay fp32."""
+in fp32; the CRF's stay fp32. A model packaged for shipping (``compact``) stores its weight matrices
+in int8 with one scale per output row, half again; versions trained from annotations stay fp16, so
+small learning steps are never rounded away."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from .chars import CharVocab
@@ -18,6 +22,8 @@ from .tags import TagScheme
 
 WEIGHTS = "head.safetensors"
 CONFIG = "head_config.json"
+SCALE = ".int8_scale"  # key suffix of the per-row scales of a weight stored in int8
+MIN_INT8_SIZE = 4096  # smaller tensors (biases, norms) are not worth it
 
 
 @dataclass
@@ -51,10 +57,14 @@ class HeadBundle:
                              for k in crf.state_dict()})
         return cls(first.scheme, first.vocab, HeadEnsemble(heads), crf.eval(), first.base)
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, compact: bool = False) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"head.{k}": (v.half() if v.is_floating_point() else v).contiguous()
-                   for k, v in self.head.state_dict().items()}
+        tensors = {}
+        for k, v in self.head.state_dict().items():
+            if compact and v.is_floating_point() and v.dim() >= 2 and v.numel() >= MIN_INT8_SIZE:
+                tensors[f"head.{k}"], tensors[f"head.{k}{SCALE}"] = quantize_rows(v)
+            else:
+                tensors[f"head.{k}"] = (v.half() if v.is_floating_point() else v).contiguous()
         tensors.update({f"crf.{k}": v.contiguous() for k, v in self.crf.state_dict().items()})
         save_file(tensors, str(folder / WEIGHTS))
         config = {"entity_types": list(self.scheme.entity_types), "head": self.head.cfg.to_dict(),
@@ -68,7 +78,20 @@ class HeadBundle:
         head = head_from_config(config["head"])
         crf = CRF(scheme)
         tensors = load_file(str(folder / WEIGHTS))
-        head.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("head.")})
+        head.load_state_dict({k[5:]: dequantize_rows(v, tensors[k + SCALE]) if k + SCALE in tensors else v.float()
+                              for k, v in tensors.items() if k.startswith("head.") and not k.endswith(SCALE)})
         crf.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("crf.")})
         head.eval(); crf.eval()
         return cls(scheme, CharVocab(config["chars"]), head, crf, config["base"])
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one fp32 scale per output row (first dimension)."""
+    rows = weight.detach().float().reshape(weight.shape[0], -1)
+    scale = rows.abs().amax(dim=1).clamp(min=1e-12) / 127
+    q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape).contiguous(), scale.contiguous()
+
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (q.float().reshape(q.shape[0], math.prod(q.shape[1:])) * scale[:, None]).reshape(q.shape)
