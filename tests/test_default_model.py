@@ -3,7 +3,6 @@ sentences through the default engine, ONNX vs PyTorch on padded batches, modern 
 from __future__ import annotations
 
 
-import numpy as np
 import pytest
 
 from raner_backend.engine.loader import build_predictor
@@ -11,6 +10,8 @@ from raner_backend.service import Backend
 from raner_backend.settings import Settings
 from raner_backend.training.metrics import entity_scores
 from raner_backend.training.registry import Registry
+
+from .emissions import emission_gap
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +43,7 @@ def test_onnx_emissions_match_pytorch_on_padded_batches(backend):
              "中国人民银行宣布下调存款准备金率0.5个百分点，" * 3]
     torch_p = build_predictor(backend.runtime, current.path, current.name, "torch", cache_size=0)
     onnx_p = build_predictor(backend.runtime, current.path, current.name, "onnx-fp32", cache_size=0)
-    windows = [w for k, t in enumerate(texts) for w in torch_p._windows(k, t)]
-    torch_p._run(texts, windows)
-    expected = [w.emissions.copy() for w in windows]
-    onnx_p._run(texts, windows)
-    diff = max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected))
+    diff = emission_gap(torch_p, onnx_p, texts)[0]
     assert diff < 1e-3, diff
 
 

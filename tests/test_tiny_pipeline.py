@@ -10,6 +10,7 @@ import pytest
 from raner_backend.engine.loader import BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
 
+from .emissions import emission_gap
 from .tiny_bert import tiny_examples
 
 
@@ -49,9 +50,4 @@ def test_onnx_matches_torch_on_padded_batches(trained):
     texts = ["马云在杭州", "李明昨天去了北京大学，华为在深圳发布Mate60手机。", "好", "腾讯总部位于深圳。" * 3]
     torch_p = build_predictor(runtime, root / "model", "t", "torch", cache_size=0)
     onnx_p = build_predictor(runtime, root / "model", "o", "onnx-fp32", cache_size=0)
-    windows = [w for k, t in enumerate(texts) for w in torch_p._windows(k, t)]
-    torch_p._run(texts, windows)
-    expected = [w.emissions.copy() for w in windows]
-    onnx_p._run(texts, windows)
-    diff = max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected))
-    assert diff < 1e-4
+    assert emission_gap(torch_p, onnx_p, texts)[0] < 1e-4

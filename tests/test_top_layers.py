@@ -15,6 +15,7 @@ from raner_backend.model.bundle import WEIGHTS, HeadBundle
 from raner_backend.model.network import CharHead, EncoderStates, HeadConfig
 from raner_backend.training.base_model import with_top_layers
 
+from .emissions import emission_gap
 from .tiny_bert import make_tiny_bert, tiny_examples, write_tagged
 
 TEXTS = ["马云在杭州", "李明昨天去了北京大学，华为在深圳发布Mate60手机。", "好", "腾讯总部位于深圳。" * 3]
@@ -112,11 +113,7 @@ def test_onnx_head_with_top_layers_matches_torch(top_model):
     folder, runtime = top_model
     torch_p = build_predictor(runtime, folder, "t", "torch", cache_size=0)
     onnx_p = build_predictor(runtime, folder, "o", "onnx-fp32", cache_size=0)
-    windows = [w for k, t in enumerate(TEXTS) for w in torch_p._windows(k, t)]
-    torch_p._run(TEXTS, windows)
-    expected = [w.emissions.copy() for w in windows]
-    onnx_p._run(TEXTS, windows)
-    assert max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected)) < 1e-4
+    assert emission_gap(torch_p, onnx_p, TEXTS)[0] < 1e-4
 
 
 def test_a_compact_model_stores_int8_weights_and_predicts_the_same(top_model, tmp_path):
@@ -129,11 +126,7 @@ def test_a_compact_model_stores_int8_weights_and_predicts_the_same(top_model, tm
     assert (tmp_path / WEIGHTS).stat().st_size < 0.7 * (folder / WEIGHTS).stat().st_size
     full = build_predictor(runtime, folder, "fp16", "torch", cache_size=0)
     compact = build_predictor(runtime, tmp_path, "int8", "torch", cache_size=0)
-    windows = [w for k, t in enumerate(TEXTS) for w in full._windows(k, t)]
-    full._run(TEXTS, windows)
-    expected = [w.emissions.copy() for w in windows]
-    compact._run(TEXTS, windows)
-    scale = max(float(np.abs(e).max()) for e in expected)
-    assert max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected)) < 0.02 * scale
+    gap, scale = emission_gap(full, compact, TEXTS)
+    assert gap < 0.02 * scale
     spans = [[[(e.start, e.end, e.label) for e in r.entities] for r in p.predict(TEXTS)] for p in (full, compact)]
     assert spans[0] == spans[1]

@@ -1,0 +1,15 @@
+"""Comparing two predictors' emissions window by window (engines, storage formats, ensembles)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def emission_gap(reference, other, texts: list[str]) -> tuple[float, float]:
+    """(largest |difference| between the two predictors' emissions on the same windows, largest
+    |emission| of ``reference``): the windows are cut once, so both see identical inputs."""
+    windows = [w for k, t in enumerate(texts) for w in reference._windows(k, t)]
+    reference._run(texts, windows)
+    expected = [w.emissions.copy() for w in windows]
+    other._run(texts, windows)
+    gap = max(float(np.abs(w.emissions - e).max()) for w, e in zip(windows, expected))
+    return gap, max(float(np.abs(e).max()) for e in expected)
