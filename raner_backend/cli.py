@@ -119,7 +119,7 @@ def cmd_combine(args, settings: Settings) -> int:
     bundle.save(out, compact=args.compact)
     write_json(out / "training.json", {"members": args.models,
                                        "command": "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
-    print(json.dumps({"out": str(out), "members": len(args.models)}))
+    print(json.dumps({"out": str(out), "heads": len(bundle.head.members)}))
     return 0
 
 
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     combine = sub.add_parser("combine", help="one model from several trained on the same base (emissions averaged)")
     combine.add_argument("--out", required=True, help="folder for the combined model")
-    combine.add_argument("models", nargs="+", help="model folders")
+    combine.add_argument("models", nargs="+", help="model folders (a combined model joins as its heads)")
     combine.add_argument("--compact", action="store_true",
                          help="store weight matrices in int8 with per-row scales (half the size, for shipping)")
     combine.set_defaults(func=cmd_combine)

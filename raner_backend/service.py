@@ -20,11 +20,12 @@ from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_on
 from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
 from .model.bundle import HeadBundle
 from .settings import Settings
-from .training.registry import Registry, RegistryError, VersionInfo
+from .training.registry import Registry, RegistryError, VersionInfo, sha256_of
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENGINE = "onnx-int8"
+EMBEDDED_ORIGIN = "embedded default model"
 
 
 def default_model_folder() -> Path:
@@ -40,29 +41,43 @@ def engine_for(info: VersionInfo, settings: Settings) -> str:
 
 
 def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionInfo:
-    """Make sure ``MODEL_DIR`` serves a complete version: the embedded default on first run."""
+    """Make sure ``MODEL_DIR`` serves a complete version: the embedded default on first run, and
+    the new embedded default after an upgrade if the old one is still served (earlier versions
+    stay, so an admin can switch back; a version trained from annotations is never replaced)."""
     registry = Registry(settings.model_dir)
     registry.ensure()
     registry.clear_staging()
     current = registry.current()
-    if current is None:
-        source = default_model_folder()
-        if not (source / "head.safetensors").exists():
-            raise FileNotFoundError(f"the embedded default model is missing from {source}")
-        staging = registry.new_staging()
-        for name in ("head.safetensors", "head_config.json"):
-            shutil.copy(source / name, staging / name)
-        manifest = json.loads((source / "manifest.json").read_text())
-        manifest["origin"] = "embedded default model"
-        bundle = HeadBundle.load(staging)
-        ensure_head_onnx(runtime, bundle, staging)
-        current = registry.commit(staging, manifest)
+    if current is None or _serves_an_older_default(current):
+        current = _install_embedded_default(registry, runtime)
     engine = engine_for(current, settings)
     if engine != "torch":
         bundle = HeadBundle.load(current.path)
         runtime.encoder_onnx(bundle.head.cfg.layers, bundle.vocab, int8=engine == "onnx-int8")
         ensure_head_onnx(runtime, bundle, current.path)
     return current
+
+
+def _serves_an_older_default(current: VersionInfo) -> bool:
+    if current.manifest.get("origin") != EMBEDDED_ORIGIN:
+        return False
+    packaged = default_model_folder() / "head.safetensors"
+    return packaged.exists() and sha256_of(packaged) != sha256_of(current.path / "head.safetensors")
+
+
+def _install_embedded_default(registry: Registry, runtime: BaseRuntime) -> VersionInfo:
+    source = default_model_folder()
+    if not (source / "head.safetensors").exists():
+        raise FileNotFoundError(f"the embedded default model is missing from {source}")
+    staging = registry.new_staging()
+    for name in ("head.safetensors", "head_config.json"):
+        shutil.copy(source / name, staging / name)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["origin"] = EMBEDDED_ORIGIN
+    ensure_head_onnx(runtime, HeadBundle.load(staging), staging)
+    installed = registry.commit(staging, manifest)
+    log.info("installed the embedded default model as %s", installed.name)
+    return installed
 
 
 class BadRequest(ValueError):

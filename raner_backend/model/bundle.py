@@ -49,13 +49,14 @@ class HeadBundle:
             if (m.scheme.entity_types, m.vocab.chars, m.base) != (first.scheme.entity_types, first.vocab.chars,
                                                                    first.base):
                 raise ValueError("ensemble members must share the base encoder, entity types and characters")
-        heads = [m.head for m in members]
-        if not all(isinstance(h, CharHead) for h in heads):
-            raise ValueError("ensemble members must be single heads")
+        heads_of = [single_heads(m.head) for m in members]
+        # A combined member brings its own heads; its CRF already averages theirs, so it weighs
+        # as many heads as it holds and every head ends up counting once.
         crf = CRF(first.scheme)
-        crf.load_state_dict({k: sum(m.crf.state_dict()[k] for m in members) / len(members)
-                             for k in crf.state_dict()})
-        return cls(first.scheme, first.vocab, HeadEnsemble(heads), crf.eval(), first.base)
+        crf.load_state_dict({k: sum(m.crf.state_dict()[k] * len(h) for m, h in zip(members, heads_of))
+                             / sum(map(len, heads_of)) for k in crf.state_dict()})
+        return cls(first.scheme, first.vocab, HeadEnsemble([h for hs in heads_of for h in hs]), crf.eval(),
+                   first.base)
 
     def save(self, folder: Path, compact: bool = False) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,10 @@ class HeadBundle:
         crf.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("crf.")})
         head.eval(); crf.eval()
         return cls(scheme, CharVocab(config["chars"]), head, crf, config["base"])
+
+
+def single_heads(head: Head) -> list[CharHead]:
+    return list(head.members) if isinstance(head, HeadEnsemble) else [head]
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,7 +39,7 @@ class VersionInfo:
         return int(VERSION_RE.match(self.name).group(1))
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -124,7 +124,7 @@ class Registry:
         """Give ``staging`` a version name, write its manifest, and move it into ``versions``."""
         existing = self.versions()
         number = existing[-1].number + 1 if existing else 1
-        name = f"raner-{number}-{_sha256(staging / weights_file)[:8]}"
+        name = f"raner-{number}-{sha256_of(staging / weights_file)[:8]}"
         manifest = dict(manifest, version=name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         write_json_atomic(staging / MANIFEST, manifest)
         os.chmod(staging, 0o755)

@@ -1,0 +1,73 @@
+"""Installing the embedded default model into MODEL_DIR: first run, and after an upgrade of the package."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+
+from raner_backend import service
+from raner_backend.engine.loader import BaseRuntime
+from raner_backend.model.base import resolve_base
+from raner_backend.model.bundle import HeadBundle
+from raner_backend.service import EMBEDDED_ORIGIN, install_default_model
+from raner_backend.training.registry import MANIFEST, Registry, sha256_of, write_json_atomic
+
+
+@pytest.fixture()
+def packaged(tiny_model, tmp_path, monkeypatch):
+    """The folder the package ships its default model in, here a copy of the tiny model."""
+    root, _ = tiny_model
+    folder = tmp_path / "packaged"
+    folder.mkdir()
+    for name in ("head.safetensors", "head_config.json"):
+        shutil.copy(root / "model" / name, folder / name)
+    (folder / MANIFEST).write_text(json.dumps({"engine": {"engine": "onnx-fp32"}}))
+    monkeypatch.setattr(service, "default_model_folder", lambda: folder)
+    return folder
+
+
+@pytest.fixture()
+def runtime(tiny_model):
+    root, base = tiny_model
+    return BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache")
+
+
+def _ship_a_new_default(folder):
+    bundle = HeadBundle.load(folder)
+    with torch.no_grad():
+        bundle.crf.transitions.add_(0.5)
+    bundle.save(folder)
+
+
+def _served_weights(settings):
+    return sha256_of(Registry(settings.model_dir).current().path / "head.safetensors")
+
+
+def test_first_run_installs_the_default_and_a_second_run_changes_nothing(packaged, runtime, tmp_path, tiny_settings):
+    settings = dataclasses.replace(tiny_settings, model_dir=tmp_path / "fresh")
+    first = install_default_model(settings, runtime)
+    assert first.manifest["origin"] == EMBEDDED_ORIGIN
+    assert _served_weights(settings) == sha256_of(packaged / "head.safetensors")
+    assert install_default_model(settings, runtime).name == first.name
+    assert len(Registry(settings.model_dir).versions()) == 1
+
+
+def test_an_upgrade_serves_the_new_default_and_keeps_the_old_one(packaged, runtime, tiny_settings):
+    registry = Registry(tiny_settings.model_dir)
+    old = registry.current()
+    write_json_atomic(old.path / MANIFEST, dict(old.manifest, origin=EMBEDDED_ORIGIN))
+    _ship_a_new_default(packaged)
+    new = install_default_model(tiny_settings, runtime)
+    assert new.name != old.name
+    assert _served_weights(tiny_settings) == sha256_of(packaged / "head.safetensors")
+    assert [v.name for v in registry.versions()] == [old.name, new.name]
+
+
+def test_a_model_trained_from_annotations_is_never_replaced(packaged, runtime, tiny_settings):
+    trained = Registry(tiny_settings.model_dir).current()
+    assert trained.manifest["origin"] != EMBEDDED_ORIGIN
+    _ship_a_new_default(packaged)
+    assert install_default_model(tiny_settings, runtime).name == trained.name
