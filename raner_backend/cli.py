@@ -39,7 +39,8 @@ def cmd_train(args, settings: Settings) -> int:
                                dev_size=args.dev_size, head_config=head_config,
                                init=Path(args.init) if args.init else None, augment=args.augment,
                                lists=args.name_lists, top_layers=args.top_layers,
-                               chars_from=Path(args.chars_from) if args.chars_from else None)
+                               chars_from=Path(args.chars_from) if args.chars_from else None,
+                               swaps=args.swap_names)
     summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary["data"] = {"file": data.name, "sentences": len(examples)}
     write_json(out / "training.json", summary)
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
     train.add_argument("--name-lists", type=int, default=0,
                        help="add this many sentences listing people one after another (names from the data)")
+    train.add_argument("--swap-names", type=float, default=0.0,
+                       help="add copies of this share of the data with names swapped for other training names")
     train.add_argument("--top-layers", type=int, default=0,
                        help="train the head's own copy of the encoder's last N layers (an --init model keeps the ones it has)")
     train.set_defaults(func=cmd_train)

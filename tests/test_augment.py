@@ -1,4 +1,4 @@
-"""Modern-text augmentation keeps every span exact."""
+"""Augmentation (modern text, name lists, swapped names) keeps every span exact."""
 from __future__ import annotations
 
 import random
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from raner_backend.model.data import Example
 from raner_backend.model.tags import Span
-from raner_backend.training.augment import SURFACES, augment_examples, augment_one, name_lists
+from raner_backend.training.augment import SURFACES, augment_examples, augment_one, mention_swaps, name_lists
 
 SENTENCE = Example("国务院总理李鹏在北京会见了日本首相。", (Span(0, 3, "ORG"), Span(5, 7, "PER"), Span(8, 10, "LOC"),
                                                    Span(13, 15, "LOC")))
@@ -45,3 +45,16 @@ def test_name_lists_hold_only_training_names_each_spanned_exactly():
         assert all(a.end <= b.start for a, b in zip(example.spans, example.spans[1:]))
     assert any(a.end == b.start for e in lists for a, b in zip(e.spans, e.spans[1:]))  # names back to back
     assert name_lists([Example("今天天气很好。", ())], 5, seed=1) == []
+
+
+def test_swapped_names_come_from_the_data_with_their_own_type_and_exact_spans():
+    other = Example("美国总统克林顿访问上海交通大学。", (Span(0, 2, "LOC"), Span(4, 7, "PER"), Span(9, 15, "ORG")))
+    data = [SENTENCE, other, Example("今天天气很好。", ())] * 20
+    names = {label: {e.text[s.start:s.end] for e in data for s in e.spans if s.label == label} for label in SURFACES}
+    swapped = mention_swaps(data, 0.5, seed=4)
+    assert len(swapped) == 30 and swapped == mention_swaps(data, 0.5, seed=4)
+    for example in swapped:
+        assert example.text == example.text.strip() and not {"@", "#"} & set(example.text)
+        for span in example.spans:
+            assert example.text[span.start : span.end] in names[span.label]
+    assert any(e.text not in {SENTENCE.text, other.text} for e in swapped)

@@ -3,6 +3,7 @@ ONNX with the same emissions, trainable as a whole, and refused when the members
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -105,8 +106,12 @@ def test_a_new_head_can_take_another_models_characters(tiny_model, tmp_path):
     fresh = tmp_path / "fresh"
     _cli_on_tiny_base(tiny_model, "train", "--data", str(root / "tiny.txt"), "--chars-from", str(root / "model"),
                       "--out", str(fresh), "--epochs", "1", "--dev-size", "2", "--seed", "9", "--batch-chars", "256",
-                      "--max-sentences", "6", "--head-config", '{"layers": [1, 2], "width": 32, "char_dim": 16}')
+                      "--max-sentences", "6", "--head-config", '{"layers": [1, 2], "width": 32, "char_dim": 16}',
+                      "--name-lists", "3", "--swap-names", "0.5")
     served, new = HeadBundle.load(root / "model"), HeadBundle.load(fresh)
+    summary = json.loads((fresh / "training.json").read_text())
+    assert summary["name_list_sentences"] == 3 and summary["mention_swap_sentences"] == 2
+    assert summary["augmented_sentences"] == 3 + 2
     assert new.vocab.chars == served.vocab.chars
     assert new.head.cfg.width == 32
     assert len(HeadBundle.ensemble([served, new]).head.members) == 2

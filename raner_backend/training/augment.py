@@ -62,7 +62,8 @@ class _Builder:
         return Example("".join(self.parts), tuple(self.spans))
 
 
-def augment_one(example: Example, rng: random.Random, swap: float = 0.6, social: float = 0.5) -> Example:
+def augment_one(example: Example, rng: random.Random, swap: float = 0.6, social: float = 0.5,
+                surfaces: dict[str, Sequence[str]] = SURFACES) -> Example:
     """One augmented copy of ``example`` (see the module docstring)."""
     out = _Builder()
     decorate = rng.random() < social
@@ -70,8 +71,8 @@ def augment_one(example: Example, rng: random.Random, swap: float = 0.6, social:
     for span in sorted(example.spans, key=lambda s: s.start):
         out.add(example.text[cursor : span.start])
         surface = example.text[span.start : span.end]
-        if span.label in SURFACES and rng.random() < swap:
-            surface = rng.choice(SURFACES[span.label])
+        if span.label in surfaces and rng.random() < swap:
+            surface = rng.choice(surfaces[span.label])
         if decorate and span.label == "PER" and rng.random() < 0.3:
             out.add("@")
         latin = _is_latin(surface)
@@ -96,6 +97,26 @@ def augment_examples(examples: Sequence[Example], share: float, seed: int) -> li
     with_entities = [e for e in examples if e.spans]
     chosen = rng.sample(with_entities, min(len(with_entities), round(len(examples) * share)))
     return [augment_one(e, rng) for e in chosen]
+
+
+def mention_swaps(examples: Sequence[Example], share: float, seed: int) -> list[Example]:
+    """Copies of a random ``share`` of the examples with most entities replaced by other entities of
+    the same type from the examples themselves (mention replacement).
+
+    A test set is full of names the training set never had; a model that remembers training names
+    leans on them instead of on the context that makes something a name, and a dev split carved
+    from the same articles cannot see it (dev F1 runs 3 points above test on MSRA). Swapped copies
+    put known context around names it did not come with.
+    """
+    rng = random.Random(seed)
+    pools: dict[str, set[str]] = {}
+    for e in examples:
+        for s in e.spans:
+            pools.setdefault(s.label, set()).add(e.text[s.start:s.end])
+    surfaces = {label: sorted(names) for label, names in pools.items()}
+    with_entities = [e for e in examples if e.spans]
+    chosen = rng.sample(with_entities, min(len(with_entities), round(len(examples) * share)))
+    return [augment_one(e, rng, swap=0.8, social=0.0, surfaces=surfaces) for e in chosen]
 
 
 LIST_OPENINGS = ("委员：", "出席会议的有", "主席团成员：", "名单如下：", "获奖者：", "参加活动的还有", "领导小组成员",

@@ -15,7 +15,7 @@ from ..model.chars import CharVocab, char_classes
 from ..model.data import Example
 from ..model.network import CharHead, EncoderStates, HeadConfig
 from ..model.tags import TagScheme
-from .augment import augment_examples, name_lists
+from .augment import augment_examples, mention_swaps, name_lists
 from .features import build_feature_cache
 from .trainer import Item, TrainConfig, split_dev, train
 
@@ -44,12 +44,14 @@ def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, 
 def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Path, cache_dir: Path,
                      scheme: TagScheme, cfg: TrainConfig, dev_size: int = 2000,
                      head_config: dict | None = None, init: Path | None = None, augment: float = 0.0,
-                     lists: int = 0, top_layers: int = 0, chars_from: Path | None = None) -> dict:
+                     lists: int = 0, top_layers: int = 0, chars_from: Path | None = None, swaps: float = 0.0) -> dict:
     """Train a head on ``examples`` (a dev part carved off), save it to ``out_dir``; return a summary.
 
     ``init``: continue from the model in that folder (its head, CRF and character vocabulary);
     ``augment``: add modern-text copies of that share of the training sentences (never of dev);
     ``lists``: add that many name-list sentences built from the training names;
+    ``swaps``: add copies of that share of the training sentences with their names swapped for
+    other training names of the same type;
     ``chars_from``: a new head takes that model's character vocabulary, so the two can be combined;
     ``top_layers``: give an ``init`` model its own copy of the encoder's last layers, up to this many
     (layers it already trained are kept).
@@ -58,6 +60,7 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     tokenizer, encoder = base.load()
     train_idx, dev_idx = split_dev(len(examples), dev_size, cfg.seed)
     train_ex = [examples[i] for i in train_idx]
+    swapped = mention_swaps(train_ex, swaps, cfg.seed) if swaps else []
     train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
     vocab = HeadBundle.load(chars_from).vocab if chars_from else CharVocab.build(e.text for e in train_ex)
     bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, vocab, head_config)
@@ -65,19 +68,20 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
         bundle.head = with_top_layers(bundle.head, encoder, top_layers)
     layers = bundle.head.cfg.layers
     data = train_ex + [examples[i] for i in dev_idx]
-    # Each part has its own cache, so adding name lists never re-encodes the corpus.
-    parts = [data, name_lists(train_ex, lists, cfg.seed)] if lists else [data]
+    # Each part has its own cache, so adding name lists or swaps never re-encodes the corpus.
+    extras = [part for part in (name_lists(train_ex, lists, cfg.seed) if lists else [], swapped) if part]
+    parts = [data, *extras]
     items = []
     for part in parts:
         cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in part])
         items.append(build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, part, layers, cache_path,
                                  signature))
-    train_items = items[0][: len(train_ex)] + (items[1] if lists else [])
+    train_items = items[0][: len(train_ex)] + [item for extra in items[1:] for item in extra]
     summary = train(bundle.head, bundle.crf, bundle.scheme, train_items, items[0][len(train_ex) :],
                     cfg, checkpoint_dir=out_dir / "checkpoint")
     bundle.save(out_dir)
     summary.update({"train_sentences": len(train_items), "augmented_sentences": len(train_items) - len(train_idx),
-                    "name_list_sentences": lists, "dev_sentences": len(dev_idx), "init": str(init) if init else None,
+                    "name_list_sentences": lists, "mention_swap_sentences": len(swapped), "dev_sentences": len(dev_idx), "init": str(init) if init else None,
                     "seconds": round(time.time() - started, 1)})
     return summary
 
