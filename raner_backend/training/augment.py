@@ -105,8 +105,8 @@ def mention_swaps(examples: Sequence[Example], share: float, seed: int) -> list[
 
     A test set is full of names the training set never had; a model that remembers training names
     leans on them instead of on the context that makes something a name, and a dev split carved
-    from the same articles cannot see it (dev F1 runs 3 points above test on MSRA). Swapped copies
-    put known context around names it did not come with.
+    from train cannot see it (on MSRA 82 % of dev's entity mentions are training names, 71 % of
+    test's). Swapped copies put known context around names it did not come with.
     """
     rng = random.Random(seed)
     pools: dict[str, set[str]] = {}
