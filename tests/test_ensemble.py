@@ -17,7 +17,7 @@ from raner_backend.model.network import HeadEnsemble, top_layer_parameters
 from raner_backend.training.base_model import with_top_layers
 from raner_backend.training.trainer import TrainConfig, parameter_groups
 
-from .emissions import emission_gap
+from .emissions import emission_gap, window_emissions
 from .tiny_bert import tiny_examples
 
 TEXTS = ["马云在杭州", "李明昨天去了北京大学，华为在深圳发布Mate60手机。", "好"]
@@ -50,10 +50,7 @@ def combined(tiny_model, tmp_path_factory):
 
 
 def _emissions(runtime, folder):
-    predictor = build_predictor(runtime, folder, "x", "torch", cache_size=0)
-    windows = [w for k, t in enumerate(TEXTS) for w in predictor._windows(k, t)]
-    predictor._run(TEXTS, windows)
-    return [w.emissions.copy() for w in windows]
+    return window_emissions(build_predictor(runtime, folder, "x", "torch", cache_size=0), TEXTS)[1]
 
 
 def test_combined_model_averages_its_members(combined):

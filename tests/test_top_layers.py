@@ -15,7 +15,7 @@ from raner_backend.model.bundle import WEIGHTS, HeadBundle
 from raner_backend.model.network import CharHead, EncoderStates, HeadConfig
 from raner_backend.training.base_model import with_top_layers
 
-from .emissions import emission_gap
+from .emissions import emission_gap, window_emissions
 from .tiny_bert import make_tiny_bert, tiny_examples, write_tagged
 
 TEXTS = ["马云在杭州", "李明昨天去了北京大学，华为在深圳发布Mate60手机。", "好", "腾讯总部位于深圳。" * 3]
@@ -101,9 +101,7 @@ def test_emissions_do_not_depend_on_the_batch(top_model, engine):
     """A text's emissions alone and in a batch padded for a longer text agree: padding is masked."""
     folder, runtime = top_model
     predictor = build_predictor(runtime, folder, "top", engine, cache_size=0)
-    windows = [w for k, t in enumerate(TEXTS) for w in predictor._windows(k, t)]
-    predictor._run(TEXTS, windows)
-    together = [w.emissions.copy() for w in windows]
+    windows, together = window_emissions(predictor, TEXTS)
     for w, expected in zip(windows, together):
         predictor._run(TEXTS, [w])
         assert np.abs(w.emissions - expected).max() < 1e-4

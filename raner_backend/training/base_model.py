@@ -60,7 +60,7 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     tokenizer, encoder = base.load()
     train_idx, dev_idx = split_dev(len(examples), dev_size, cfg.seed)
     train_ex = [examples[i] for i in train_idx]
-    swapped = mention_swaps(train_ex, swaps, cfg.seed) if swaps else []
+    swapped = mention_swaps(train_ex, swaps, cfg.seed)
     train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
     vocab = HeadBundle.load(chars_from).vocab if chars_from else CharVocab.build(e.text for e in train_ex)
     bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, vocab, head_config)
@@ -69,8 +69,7 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     layers = bundle.head.cfg.layers
     data = train_ex + [examples[i] for i in dev_idx]
     # Each part has its own cache, so adding name lists or swaps never re-encodes the corpus.
-    extras = [part for part in (name_lists(train_ex, lists, cfg.seed) if lists else [], swapped) if part]
-    parts = [data, *extras]
+    parts = [data, *(part for part in (name_lists(train_ex, lists, cfg.seed), swapped) if part)]
     items = []
     for part in parts:
         cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in part])
@@ -81,7 +80,8 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
                     cfg, checkpoint_dir=out_dir / "checkpoint")
     bundle.save(out_dir)
     summary.update({"train_sentences": len(train_items), "augmented_sentences": len(train_items) - len(train_idx),
-                    "name_list_sentences": lists, "mention_swap_sentences": len(swapped), "dev_sentences": len(dev_idx), "init": str(init) if init else None,
+                    "name_list_sentences": lists, "mention_swap_sentences": len(swapped),
+                    "dev_sentences": len(dev_idx), "init": str(init) if init else None,
                     "seconds": round(time.time() - started, 1)})
     return summary
 
