@@ -301,11 +301,14 @@ def test_faults_wrong_api_key_and_kill_9_during_training(source_model_dir: Path,
     with BackendServer(source_model_dir, tmp_path / "wrong-key", label_studio.base_url, wrong_key,
                        extra_env={"TRAIN_THRESHOLD": "100000"}) as backend:
         v0 = backend.health()["model_version"]
+        # MODEL_DIR may hold earlier versions (an upgrade keeps the old default); v0 is the newest.
+        before = backend.versions()["versions"]
+        assert before[-1] == v0
         backend.webhook({"action": "START_TRAINING", "project": {"id": pid}})
         state = _wait_job_done(backend, pid, jobs=1)
         assert "401" in (state.get("last_error") or ""), state
         assert backend.health()["model_version"] == v0
-        assert backend.versions()["versions"] == [v0]
+        assert backend.versions()["versions"] == before
         record["wrong_key_error"] = state["last_error"]
     assert wrong_key not in backend.log_path.read_text(encoding="utf-8", errors="replace")
 
@@ -320,13 +323,13 @@ def test_faults_wrong_api_key_and_kill_9_during_training(source_model_dir: Path,
         record["killed_at"] = progress
         backend.start(fresh=False)
         assert backend.health()["model_version"] == v0
-        assert backend.versions()["versions"] == [v0]
+        assert backend.versions()["versions"] == before
         assert not any((backend.model_dir / "staging").glob("*"))
         backend.webhook({"action": "START_TRAINING", "project": {"id": pid}})
         state = _wait_job_done(backend, pid, jobs=1)
         assert state.get("last_error") is None, state
         v1 = backend.health()["model_version"]
-        assert v1 != v0 and backend.versions()["versions"] == [v0, v1]
+        assert v1 != v0 and backend.versions()["versions"] == before + [v1]
         record["after_restart"] = {"served_before_retrain": v0, "served_after_retrain": v1}
     except BaseException:
         print(f"--- backend log ({backend.log_path}) ---\n{backend.log_tail(120)}")
