@@ -28,14 +28,15 @@ def main(clients: int = 8, rounds: int = 40) -> int:
     backend = Backend(Settings.from_env(cache_size=0)).start()
     texts = [e.text for e in read_tagged(msra_path("msra_test.txt")) if 45 <= len(e.text) <= 55]
     texts = texts[: clients * rounds]
-    report = {"clients": clients, "requests": len(texts), "engine": backend.live.predictor.backend.name}
+    predictor = backend.models.predictor()
+    report = {"clients": clients, "requests": len(texts), "engine": predictor.backend.name}
     for name, wait_ms in (("separate", 0.0), ("coalesced", 2.0)):
-        coalescer = Coalescer(backend.live, wait_ms=wait_ms)
+        coalescer = Coalescer(wait_ms=wait_ms)
         latencies = []
 
         def call(text, coalescer=coalescer, latencies=latencies):
             t0 = time.perf_counter()
-            coalescer.predict([text])
+            coalescer.predict(predictor, [text])
             latencies.append((time.perf_counter() - t0) * 1000)
 
         with ThreadPoolExecutor(clients) as pool:

@@ -34,7 +34,7 @@ def run_child(engine: str, limit: int, threads: int) -> dict:
     from raner_backend.model.data import msra_path, read_tagged
     from raner_backend.settings import Settings
     from raner_backend.training.metrics import entity_scores
-    from raner_backend.training.registry import Registry
+    from raner_backend.model.registry import Registry
 
     settings = Settings.from_env()
     current = Registry(settings.model_dir).current()

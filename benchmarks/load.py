@@ -35,7 +35,7 @@ def free_port() -> int:
 def second_version(model_dir: Path) -> str:
     """A second complete version (a copy of the current head) to swap to."""
     sys.path.insert(0, str(ROOT))
-    from raner_backend.training.registry import Registry
+    from raner_backend.model.registry import Registry
 
     registry = Registry(model_dir)
     current = registry.current()
@@ -55,7 +55,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         model_dir = Path(work) / "models"
         shutil.copytree(os.environ["MODEL_DIR"], model_dir)
-        from raner_backend.training.registry import Registry
+        from raner_backend.model.registry import Registry
 
         first = Registry(model_dir).current().name
         other = second_version(model_dir)

@@ -49,7 +49,7 @@ def main() -> int:
     text, gold = build_text(args.mb)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = backend.live.predictor.predict([text])[0]
+    result = backend.models.predictor().predict([text])[0]
     seconds = time.perf_counter() - started
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     exact = all(text[e.start : e.end] == e.text for e in result.entities)
@@ -58,7 +58,7 @@ def main() -> int:
               "characters_per_s": round(len(text) / seconds), "peak_rss_mb": round(rss_after, 1),
               "rss_growth_mb": round(rss_after - rss_before, 1), "entities": len(result.entities),
               "offsets_exact": exact, "recall_of_msra_entities": round(len(spans & set(gold)) / len(gold), 4),
-              "engine": backend.live.predictor.backend.name, "model_version": backend.live.version}
+              "engine": backend.models.predictor().backend.name, "model_version": backend.models.version()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "long_text.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -1,6 +1,11 @@
 """The label config side: which control/object/data key to use and how config labels map to model
 entity types, and turning model entities into Label Studio regions.
 
+A config label that names one of the default model's types (by name, ``LABEL_MAP`` or a built-in
+alias such as 人名 or GPE) starts with that type's knowledge; every other label is an entity type
+of its own, named as the label, that a project's model learns from its annotations. Until it
+has, predictions simply have no region of that label.
+
 This module knows nothing of models: entities are any objects with ``.start .end .label .text
 .score`` (``label`` a model entity type such as ``PER``).
 """
@@ -41,8 +46,8 @@ class LabelConfigError(ValueError):
 class LabelSchema:
     """What the backend needs from a label config.
 
-    ``to_model`` maps each config label that has a model entity type to that type, in config order;
-    config labels without one are absent.
+    ``to_model`` maps each config label to its model entity type, in config order: a default type
+    it names, or else a type of its own named as the label.
     """
 
     from_name: str
@@ -58,6 +63,11 @@ class LabelSchema:
             out.setdefault(kind, label)
         return out
 
+    @property
+    def entity_types(self) -> tuple[str, ...]:
+        """The model entity types the project labels, in config order."""
+        return tuple(dict.fromkeys(self.to_model.values()))
+
     def __hash__(self) -> int:  # the dict field would make the generated hash fail
         return hash((self.from_name, self.to_name, self.data_key, tuple(self.to_model.items())))
 
@@ -72,7 +82,8 @@ def parse_label_config(
     label_map: Mapping[str, str] | None = None,
 ) -> LabelSchema:
     """Find the one ``<Labels>`` control tied to a ``<Text>`` object and map its labels to
-    ``model_types`` (exact/case-insensitive name, then ``label_map``, then built-in aliases).
+    ``model_types`` (``label_map``, then exact/case-insensitive name, then built-in aliases); a
+    label that maps to none of them is an entity type of its own.
 
     Raises :class:`LabelConfigError` when the config cannot be used.
     """
@@ -177,14 +188,13 @@ def _map_labels(
     label_map: Mapping[str, str] | None,
     control_name: str,
 ) -> dict[str, str]:
+    if not config_labels:
+        raise LabelConfigError(f"<Labels name={control_name!r}> has no <Label value=\"...\"/> children")
     by_norm_type = {_norm(t): t for t in model_types}
     user: dict[str, str] = {}
     for name, target in (label_map or {}).items():
         if name not in config_labels:
-            raise LabelConfigError(
-                f"LABEL_MAP names the label {name!r}, which is not in <Labels name={control_name!r}> "
-                f"(its labels: {', '.join(config_labels) or 'none'})"
-            )
+            continue  # one backend serves many projects; LABEL_MAP applies where its labels are
         kind = by_norm_type.get(_norm(str(target)))
         if kind is None:
             raise LabelConfigError(
@@ -206,19 +216,11 @@ def _map_labels(
         if kind is not None:
             to_model[label] = kind
 
-    unmapped = [label for label in config_labels if label not in to_model]
-    if not to_model:
-        listed = ", ".join(repr(x) for x in config_labels) if config_labels else "none"
-        example = ",".join(f"{label}={model_types[i % len(model_types)]}"
-                           for i, label in enumerate(config_labels[:3])) or "人名=PER"
-        raise LabelConfigError(
-            f"none of the labels of <Labels name={control_name!r}> ({listed}) maps to a model "
-            f"entity type ({', '.join(model_types)}); set LABEL_MAP, e.g. LABEL_MAP=\"{example}\""
-        )
-    if unmapped:
-        log.info("label config: labels %s have no model entity type and are not predicted "
-                 "(set LABEL_MAP to map them)", ", ".join(map(repr, unmapped)))
-    return to_model
+    new = [label for label in config_labels if label not in to_model]
+    if new:
+        log.info("label config: %s are entity types of the project's own (learned from its annotations; "
+                 "set LABEL_MAP to map a label to one of %s)", ", ".join(map(repr, new)), ", ".join(model_types))
+    return {label: to_model.get(label, label) for label in config_labels}
 
 
 def region_id(text: str, start: int, end: int, label: str) -> str:

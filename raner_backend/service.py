@@ -1,5 +1,6 @@
-"""The backend as one object: the live model, label configs, predictions, training jobs and
-versions. The Flask routes and the CLI are thin calls into it."""
+"""The backend as one object: the served models (one lineage per Label Studio project), label
+configs, predictions, training jobs and versions. The Flask routes and the CLI are thin calls
+into it."""
 from __future__ import annotations
 
 import json
@@ -15,12 +16,13 @@ from typing import Any, Sequence
 from .active import project_queue
 from .active.uncertainty import uncertainty_of
 from .engine.batcher import Coalescer
-from .engine.live import LiveModel
+from .engine.predictor import Predictor
+from .engine.projects import ProjectModels
 from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_onnx
 from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
 from .model.bundle import HeadBundle
 from .settings import Settings
-from .training.registry import Registry, RegistryError, VersionInfo, sha256_of
+from .model.registry import Registry, RegistryError, VersionInfo, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionIn
     registry = Registry(settings.model_dir)
     registry.ensure()
     registry.clear_staging()
+    registry.adopt_single_lineage()
     current = registry.current()
     if current is None or _serves_an_older_default(current):
         current = _install_embedded_default(registry, runtime)
@@ -118,8 +121,8 @@ class Backend:
         self.registry = Registry(settings.model_dir)
         self.runtime = runtime or BaseRuntime(resolve_base(settings.base_model, settings.cache_dir),
                                               settings.cache_dir)
-        self.live = LiveModel()
-        self.coalescer = Coalescer(self.live, wait_ms=settings.batch_wait_ms)
+        self.models = ProjectModels(self.registry, self._load, settings.max_loaded_models)
+        self.coalescer = Coalescer(wait_ms=settings.batch_wait_ms)
         self.project_configs: dict[int, str] = {}
         self._schemas: dict[str, LabelSchema] = {}
         self._base_data: dict[str, tuple] = {}
@@ -127,25 +130,27 @@ class Backend:
         self.started = time.time()
         self.deploy_notes: list[dict] = []
         self.rankings: dict[int, dict] = {}
-        self.rollback_state: dict = {}
+        self.rollback_state: dict[str, dict] = {}  # "default" or a project id -> the latest rollback
         self.trainer = None  # set by attach_training()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, install: bool = True) -> "Backend":
-        """Serve the current version; ``install=False`` only reads ``MODEL_DIR`` (for commands that
-        run next to a serving backend, which owns its staging area)."""
+        """Serve the default version and start loading the projects' own versions; ``install=False``
+        only reads ``MODEL_DIR`` (for commands that run next to a serving backend, which owns its
+        staging area and its pointers)."""
         current = install_default_model(self.settings, self.runtime) if install else self.registry.current()
         if current is None:
             raise FileNotFoundError(f"no model version in {self.settings.model_dir}: run `raner-backend setup`")
-        self.load_version(current)
+        self.models.serve(current, record=install)
+        for project in self.registry.projects()[: self.settings.max_loaded_models - 1]:
+            self.models.prepare(project)
         return self
 
-    def load_version(self, info: VersionInfo) -> None:
+    def _load(self, info: VersionInfo) -> Predictor:
         predictor = build_predictor(self.runtime, info.path, info.name, engine_for(info, self.settings),
                                     cache_size=self.settings.cache_size, threads=self.settings.num_threads)
         predictor.predict(["预热"])  # first-run allocations happen here, not in a request
-        self.live.swap(predictor)
-        log.info("serving model version %s (%s)", info.name, predictor.backend.name)
+        return predictor
 
     # -- label configs -----------------------------------------------------------------------
     def schema_for(self, label_config: str) -> LabelSchema:
@@ -153,15 +158,16 @@ class Backend:
         with self._configs_lock:
             schema = self._schemas.get(label_config)
         if schema is None:
-            schema = parse_label_config(label_config, self.live_types(), self.settings.label_mapping())
+            schema = parse_label_config(label_config, self.default_types(), self.settings.label_mapping())
             with self._configs_lock:
                 if len(self._schemas) >= 64:
                     self._schemas.pop(next(iter(self._schemas)))
                 self._schemas[label_config] = schema
         return schema
 
-    def live_types(self) -> tuple[str, ...]:
-        return tuple(self.live.predictor.scheme.entity_types)
+    def default_types(self) -> tuple[str, ...]:
+        """The default model's entity types: the ones a config label can map to."""
+        return tuple(self.models.predictor().scheme.entity_types)
 
     def setup(self, project: Any, schema_xml: Any) -> dict:
         if not isinstance(schema_xml, str) or not schema_xml.strip():
@@ -174,11 +180,13 @@ class Backend:
         if pid is not None:
             with self._configs_lock:
                 self.project_configs[pid] = schema_xml
-        return {"model_version": self.live.version}
+        self.models.prepare(pid)  # Label Studio sends /setup before it asks for predictions
+        return {"model_version": self.models.version(pid)}
 
     # -- predictions -------------------------------------------------------------------------
     def predict_tasks(self, tasks: Sequence[Any], label_config: Any, project: Any) -> list[Prediction]:
-        schema = self._schema_for_request(label_config, project)
+        pid = project_id_of(project)
+        schema = self._schema_for_request(label_config, pid)
         texts = []
         for position, task in enumerate(tasks):
             if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -187,17 +195,20 @@ class Backend:
             if not isinstance(text, str):
                 raise BadRequest(f"task #{position}: data.{schema.data_key} is missing or not a string")
             texts.append(text)
-        version, results = self.coalescer.predict(texts)
+        predictor = self.models.predictor(pid)
         out = []
-        for text, result in zip(texts, results):
+        for text, result in zip(texts, self.coalescer.predict(predictor, texts)):
             u = uncertainty_of(result)
             regions = to_regions(schema, text, result.entities)
-            out.append(Prediction(regions, u.confidence, version, u.to_dict()))
+            out.append(Prediction(regions, u.confidence, predictor.version, u.to_dict()))
         return out
 
-    def _schema_for_request(self, label_config: Any, project: Any) -> LabelSchema:
+    def model_version(self, project: Any = None) -> str | None:
+        """The version that serves ``project`` (any form Label Studio sends; None: the default)."""
+        return self.models.version(project_id_of(project))
+
+    def _schema_for_request(self, label_config: Any, pid: int | None) -> LabelSchema:
         if not isinstance(label_config, str) or not label_config.strip():
-            pid = project_id_of(project)
             with self._configs_lock:
                 label_config = self.project_configs.get(pid) if pid is not None else None
         if not label_config:
@@ -209,35 +220,46 @@ class Backend:
         except LabelConfigError as exc:
             raise BadRequest(str(exc)) from None
 
-    def ner(self, texts: Sequence[str]) -> dict:
-        version, results = self.coalescer.predict(texts)
-        return {"model_version": version,
+    def ner(self, texts: Sequence[str], project: Any = None) -> dict:
+        predictor = self.models.predictor(project_id_of(project))
+        results = self.coalescer.predict(predictor, texts)
+        return {"model_version": predictor.version,
                 "results": [{"entities": [e.to_dict() for e in r.entities],
                              "uncertainty": uncertainty_of(r).to_dict()} for r in results]}
 
     # -- versions ----------------------------------------------------------------------------
-    def versions(self) -> list[str]:
-        return [v.name for v in self.registry.versions()]
+    def versions(self, project: Any = None) -> dict:
+        """The versions that may serve ``project`` (all of them without one) and the one that does."""
+        pid = project_id_of(project)
+        infos = self.registry.lineage(pid) if pid is not None else self.registry.versions()
+        return {"versions": [v.name for v in infos], "current": self.models.version(pid),
+                **({"project": pid} if pid is not None else {})}
 
-    def rollback(self, name: str, wait: bool = True) -> VersionInfo:
-        """Serve an earlier version. The name is checked at once (RegistryError); with ``wait=False``
-        the loading runs in the background (a request never loads a model) and shows in /health."""
+    def rollback(self, name: str, project: Any = None, wait: bool = True) -> VersionInfo:
+        """Serve an earlier version of the project's lineage (without a project: the default, for
+        every project that has no version of its own). The name is checked at once
+        (RegistryError); with ``wait=False`` the loading runs in the background (a request never
+        loads a model) and shows in /health."""
+        pid = project_id_of(project)
         info = self.registry.get(name)
+        if info.project is not None and info.project != pid:
+            raise RegistryError(f"{name} was trained for project {info.project}; it cannot serve "
+                                + (f"project {pid}" if pid is not None else "as the default"))
+        key = "default" if pid is None else str(pid)
         if wait:
-            self._roll_back_to(info)
+            self._roll_back_to(info, pid, key)
         else:
-            self.rollback_state = {"version": info.name, "state": "loading"}
-            threading.Thread(target=self._roll_back_to, args=(info,), name="rollback", daemon=True).start()
+            self.rollback_state[key] = {"version": info.name, "state": "loading"}
+            threading.Thread(target=self._roll_back_to, args=(info, pid, key), name="rollback", daemon=True).start()
         return info
 
-    def _roll_back_to(self, info: VersionInfo) -> None:
+    def _roll_back_to(self, info: VersionInfo, pid: int | None, key: str) -> None:
         try:
-            self.load_version(info)
-            self.registry.set_current(info.name)
-            self.rollback_state = {"version": info.name, "state": "serving"}
+            self.models.serve(info, pid)
+            self.rollback_state[key] = {"version": info.name, "state": "serving"}
         except Exception as exc:  # the served model stays; the reason shows in /health
-            log.error("rollback to %s failed: %s", info.name, exc)
-            self.rollback_state = {"version": info.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            log.error("rollback of %s to %s failed: %s", key, info.name, exc)
+            self.rollback_state[key] = {"version": info.name, "state": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
     # -- training ----------------------------------------------------------------------------
     def attach_training(self) -> "Backend":
@@ -271,10 +293,11 @@ class Backend:
         client = LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
         report({"stage": "export"})
         label_config = client.label_config(project_id)
-        pairs, skipped = examples_from_export(client.export_annotated_tasks(project_id), self.schema_for(label_config))
+        schema = self.schema_for(label_config)
+        pairs, skipped = examples_from_export(client.export_annotated_tasks(project_id), schema)
         if not pairs:
             raise ValueError(f"no usable annotations in project {project_id} ({len(skipped)} skipped)")
-        current = self.registry.current()
+        current = self.registry.get(self.models.version(project_id))
         served = HeadBundle.load(current.path)
         tokenizer, encoder = self.runtime.load().tokenizer, self.runtime.encoder
         # Lower rates than base training: the head starts trained, and the deploy guard's MSRA probe
@@ -283,8 +306,8 @@ class Backend:
                           batch_chars=1024, patience=2, head_lr=5e-4, crf_lr=2e-3)
         report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
         result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
-                           self.base_data("msra_test.txt", 300),
-                           cfg, progress=lambda p: report({"stage": "training", **p}))
+                           self.base_data("msra_test.txt", 300), cfg, project_types=schema.entity_types,
+                           replay_types=self.default_types(), progress=lambda p: report({"stage": "training", **p}))
         note = self.deploy(result, current, project_id, len(skipped))
         if note.get("version") and self.settings.rank_after_deploy:
             try:
@@ -297,8 +320,9 @@ class Backend:
         return note
 
     def deploy(self, result, current: VersionInfo, project_id: int, skipped: int) -> dict:
-        """Apply the deploy guard's verdict: write the candidate as a new version and swap it in, or
-        keep serving ``current``; either way the outcome is noted for /health."""
+        """Apply the deploy guard's verdict: write the candidate as a new version of the project's
+        lineage and serve it to the project, or keep serving ``current``; either way the outcome is
+        noted for /health. Other projects keep what serves them."""
         note = {"project": project_id, "parent": current.name, "deployed": result.deploy, "reason": result.reason,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.deploy_notes.append(note)
@@ -317,21 +341,21 @@ class Backend:
             shutil.rmtree(staging, ignore_errors=True)
             note.update(deployed=False, reason=f"writing the new version failed: {type(exc).__name__}: {exc}")
             raise
-        self.load_version(info)
-        self.registry.set_current(info.name)
+        self.models.serve(info, project_id)
         note["version"] = info.name
         log.info("deployed %s for project %s: %s", info.name, project_id, result.reason)
         return note
 
     def rank_project(self, project_id: int, client=None, label_config: str | None = None,
                      progress: bool = False) -> project_queue.QueueReport:
-        """Rank the project's unlabelled tasks with the live model and store the queue in Label Studio
-        (scores, clusters, the project's model_version)."""
+        """Rank the project's unlabelled tasks with the version that serves it and store the queue in
+        Label Studio (scores, clusters, the project's model_version)."""
         from .training.ls_client import LabelStudioClient
 
         client = client or LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
         schema = self.schema_for(label_config or client.label_config(project_id))
-        report = project_queue.rank_project(client, project_id, self.live.predictor, schema, self.settings.rank_clusters,
+        report = project_queue.rank_project(client, project_id, self.models.predictor(project_id), schema,
+                                            self.settings.rank_clusters,
                                             progress)
         self.rankings[project_id] = report.summary()
         return report
@@ -350,8 +374,11 @@ class Backend:
         return self._base_data[name]
 
     def health(self) -> dict:
-        return {"status": "UP" if self.live.ready else "STARTING", "model_version": self.live.version,
-                "engine": self.live.predictor.backend.name if self.live.ready else None,
+        ready = self.models.ready
+        return {"status": "UP" if ready else "STARTING", "model_version": self.models.version(),
+                "engine": self.models.predictor().backend.name if ready else None,
+                "projects": {str(p): v for p, v in self.models.projects().items()},
+                "loaded_models": self.models.loaded(),
                 "uptime_s": round(time.time() - self.started, 1),
                 "training": self.trainer.status() if self.trainer else {},
                 "deployments": self.deploy_notes[-5:], "rankings": self.rankings,

@@ -25,6 +25,7 @@ class Settings:
     port: int = 9090
     engine: str = "auto"  # auto (the manifest's choice), onnx-int8, onnx-fp32, torch
     cache_size: int = 4096
+    max_loaded_models: int = 8  # model versions kept in memory (the default one and projects' own)
     batch_wait_ms: float = 2.0  # dynamic batching: how long a small request waits for company (0: off)
     label_map: str = ""  # e.g. "人名=PER,地名=LOC,机构名=ORG"
     train_threshold: int = 10

@@ -58,7 +58,7 @@ def tiny_settings(tiny_model, tmp_path):
     import shutil
 
     from raner_backend.settings import Settings
-    from raner_backend.training.registry import Registry
+    from raner_backend.model.registry import Registry
 
     root, base = tiny_model
     settings = Settings(model_dir=tmp_path / "models", cache_dir=root / "cache", base_model=str(base),

@@ -8,7 +8,8 @@ from raner_backend.labeling import DEFAULT_LABEL_CONFIG
 
 
 class FakeLabelStudio:
-    def __init__(self, texts, labelled=(), broken=()):
+    def __init__(self, texts, labelled=(), broken=(), label_config=DEFAULT_LABEL_CONFIG):
+        self.config = label_config
         self.ids = itertools.count(1000)
         self.tasks_ = [{"id": 10 + i, "data": {"text": t} if i not in broken else {"other": 1},
                         "labelled": i in labelled, "predictions": []} for i, t in enumerate(texts)]
@@ -16,7 +17,7 @@ class FakeLabelStudio:
         self.deleted: list[int] = []
 
     def label_config(self, project_id):
-        return DEFAULT_LABEL_CONFIG
+        return self.config
 
     def export_annotated_tasks(self, project_id):
         return [{"id": t["id"], "data": t["data"], "annotations": t.get("annotations", [])}

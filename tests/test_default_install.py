@@ -13,7 +13,7 @@ from raner_backend.engine.loader import BaseRuntime
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.service import EMBEDDED_ORIGIN, install_default_model
-from raner_backend.training.registry import MANIFEST, Registry, sha256_of, write_json_atomic
+from raner_backend.model.registry import MANIFEST, Registry, sha256_of, write_json_atomic
 
 
 @pytest.fixture()

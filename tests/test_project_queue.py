@@ -19,7 +19,7 @@ def current_predictions(fake):
 def test_rank_stores_one_prediction_per_unlabelled_task_in_queue_order(tiny_backend):
     fake = FakeLabelStudio(TEXTS, labelled={0}, broken={7})
     report = tiny_backend.rank_project(5, client=fake)
-    assert fake.model_version == tiny_backend.live.version == report.model_version
+    assert fake.model_version == tiny_backend.models.version() == report.model_version
     assert report.labelled == 1 and report.skipped == 1 and len(report.queue) == 6
     stored = current_predictions(fake)
     assert stored[10] == [] and stored[17] == []

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from raner_backend.training.registry import Registry
+from raner_backend.model.registry import Registry
 
 
 def test_half_written_versions_and_staging_leftovers_are_never_loaded(tiny_settings):
@@ -25,7 +25,7 @@ def test_half_written_versions_and_staging_leftovers_are_never_loaded(tiny_setti
     broken.mkdir()
     (broken / "manifest.json").write_text('{"version": "raner-8-')
     backend = Backend(tiny_settings).start()
-    assert backend.live.version == served
+    assert backend.models.version() == served
     assert list(registry.staging_dir.iterdir()) == []
     (tiny_settings.model_dir / "CURRENT").write_text("raner-9-00000000\n")
     assert Registry(tiny_settings.model_dir).current().name == served
@@ -81,7 +81,7 @@ def test_a_full_or_read_only_disk_while_writing_a_version_keeps_the_old_model(ti
     monkeypatch.setattr("raner_backend.model.bundle.save_file", failing_write)
     with pytest.raises(OSError):
         tiny_backend.deploy(_candidate(tiny_backend), current, 5, 0)
-    assert tiny_backend.live.version == current.name
+    assert tiny_backend.models.version(5) == current.name
     assert [v.name for v in tiny_backend.registry.versions()] == [current.name]
     assert list(tiny_backend.registry.staging_dir.iterdir()) == []
     assert message in tiny_backend.deploy_notes[-1]["reason"]
@@ -90,7 +90,7 @@ def test_a_full_or_read_only_disk_while_writing_a_version_keeps_the_old_model(ti
 def test_a_refused_candidate_keeps_the_old_model_and_says_why(tiny_backend):
     current = tiny_backend.registry.current()
     note = tiny_backend.deploy(_candidate(tiny_backend, deploy=False), current, 5, 0)
-    assert not note["deployed"] and tiny_backend.live.version == current.name
+    assert not note["deployed"] and tiny_backend.models.version(5) == current.name
     assert tiny_backend.health()["deployments"][-1]["reason"] == "test verdict"
 
 
@@ -106,7 +106,7 @@ def test_kill_9_while_writing_a_version_leaves_the_last_complete_one(tiny_settin
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import time
 from pathlib import Path
-from raner_backend.training.registry import Registry
+from raner_backend.model.registry import Registry
 registry = Registry(Path({str(tiny_settings.model_dir)!r}))
 staging = registry.new_staging()
 with open(staging / "head.safetensors", "wb") as f:
@@ -120,7 +120,7 @@ with open(staging / "head.safetensors", "wb") as f:
     writer.wait()
     assert any(Registry(tiny_settings.model_dir).staging_dir.iterdir())
     backend = Backend(tiny_settings).start()
-    assert backend.live.version == served
+    assert backend.models.version() == served
     assert not any(backend.registry.staging_dir.iterdir())
 
 
@@ -132,7 +132,7 @@ def test_out_of_memory_in_training_keeps_serving_and_the_next_trigger_retries(ti
                          (2, [(0, 2, "PER"), (3, 5, "LOC")])):
         fake.annotate(index, spans)
     monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
-    served = tiny_backend.live.version
+    served = tiny_backend.models.version()
 
     def out_of_memory(*args, **kwargs):
         raise MemoryError("simulated: cannot allocate 2.0 GiB for the encoder states")
@@ -140,7 +140,7 @@ def test_out_of_memory_in_training_keeps_serving_and_the_next_trigger_retries(ti
     monkeypatch.setattr("raner_backend.training.fine_tune.fine_tune", out_of_memory)
     status = _train_and_wait(client, tiny_backend, 31)
     assert status["last_error"].startswith("MemoryError") and status["jobs_started"] == 1
-    assert tiny_backend.live.version == served
+    assert tiny_backend.models.version() == served
     assert client.post("/ner", json={"text": "张伟在北京。"}).status_code == 200
     assert "MemoryError" in json.dumps(client.get("/health").json["training"])
 
@@ -148,8 +148,8 @@ def test_out_of_memory_in_training_keeps_serving_and_the_next_trigger_retries(ti
     monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
     status = _train_and_wait(client, tiny_backend, 31)
     assert status["jobs_started"] == 2 and status["last_error"] is None, status
-    assert tiny_backend.live.version != served, tiny_backend.deploy_notes
-    assert fake.model_version == tiny_backend.live.version, "the new version queued the unlabelled task"
+    assert tiny_backend.models.version(31) != served == tiny_backend.models.version(), tiny_backend.deploy_notes
+    assert fake.model_version == tiny_backend.models.version(31), "the new version queued the unlabelled task"
 
 
 def _train_and_wait(client, tiny_backend, project: int, timeout: float = 120) -> dict:

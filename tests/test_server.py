@@ -19,22 +19,33 @@ def test_health_is_cheap_and_reports_the_version(client, tiny_backend):
     for path in ("/health", "/"):
         r = client.get(path)
         assert r.status_code == 200
-        assert r.json["status"] == "UP" and r.json["model_version"] == tiny_backend.live.version
-    assert tiny_backend.live.version.startswith("raner-1-")
+        assert r.json["status"] == "UP" and r.json["model_version"] == tiny_backend.models.version()
+    assert tiny_backend.models.version().startswith("raner-1-")
 
 
 def test_setup_returns_the_model_version(client, tiny_backend):
     r = client.post("/setup", json={"project": "3.1712345678", "schema": DEFAULT_LABEL_CONFIG,
                                     "hostname": "http://evil.example", "access_token": "x", "extra_params": None})
-    assert r.status_code == 200 and r.json == {"model_version": tiny_backend.live.version}
+    assert r.status_code == 200 and r.json == {"model_version": tiny_backend.models.version()}
 
 
 def test_setup_rejects_configs_it_cannot_serve(client):
     broken = client.post("/setup", json={"project": "1.1", "schema": "<View><Labels"})
     assert broken.status_code == 400 and "error" in broken.json
-    unmappable = client.post("/setup", json={"project": "1.1", "schema": """<View><Labels name="l" toName="t">
-        <Label value="Animal"/><Label value="Colour"/></Labels><Text name="t" value="$text"/></View>"""})
-    assert unmappable.status_code == 400 and "Animal" in unmappable.json["error"]
+    no_labels = client.post("/setup", json={"project": "1.1", "schema": """<View><Labels name="l" toName="t">
+        </Labels><Text name="t" value="$text"/></View>"""})
+    assert no_labels.status_code == 400 and "no <Label" in no_labels.json["error"]
+
+
+def test_setup_accepts_labels_the_model_has_not_learned_and_predicts_only_known_ones(client, tiny_backend):
+    config = """<View><Labels name="l" toName="t"><Label value="人物"/><Label value="产品"/></Labels>
+        <Text name="t" value="$text"/></View>"""
+    r = client.post("/setup", json={"project": "4.1", "schema": config})
+    assert r.status_code == 200 and r.json == {"model_version": tiny_backend.models.version()}
+    r = client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "马云在杭州创办了阿里巴巴。"}}],
+                                      "project": "4.1", "label_config": config})
+    labels = {region["value"]["labels"][0] for region in r.json["results"][0]["result"]}
+    assert r.status_code == 200 and labels == {"人物"}
 
 
 def test_predict_gives_one_item_per_task_in_order(client, tiny_backend):
@@ -45,7 +56,7 @@ def test_predict_gives_one_item_per_task_in_order(client, tiny_backend):
     assert len(results) == len(texts)
     for text, item in zip(texts, results):
         assert set(item) == {"result", "score", "model_version"}
-        assert item["model_version"] == tiny_backend.live.version
+        assert item["model_version"] == tiny_backend.models.version()
         assert 0.0 <= item["score"] <= 1.0
         for region in item["result"]:
             v = region["value"]
@@ -106,7 +117,7 @@ def test_webhook_ignores_unknown_events_and_counts_annotations(client, tiny_back
 
 def test_failed_training_is_visible_and_the_model_keeps_serving(client, tiny_backend):
     """Label Studio unreachable: the job fails, /health says why, predictions go on."""
-    version = tiny_backend.live.version
+    version = tiny_backend.models.version()
     r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7, "title": "x"}})
     assert r.status_code == 200
     deadline = time.time() + 30
@@ -118,12 +129,12 @@ def test_failed_training_is_visible_and_the_model_keeps_serving(client, tiny_bac
     assert "Label Studio" in status["last_error"]
     assert "secret-token-123" not in str(client.get("/health").json)
     assert client.post("/ner", json={"text": "马云在杭州"}).status_code == 200
-    assert tiny_backend.live.version == version
+    assert tiny_backend.models.version() == version
 
 
 def test_versions_route(client, tiny_backend):
     r = client.get("/versions")
-    assert r.status_code == 200 and r.json["versions"] == [tiny_backend.live.version]
+    assert r.status_code == 200 and r.json["versions"] == [tiny_backend.models.version()]
 
 
 def test_rollback_refuses_names_outside_the_registry(client):
@@ -156,14 +167,29 @@ def test_rollback_loads_in_the_background_and_reports_in_health(client, tiny_bac
     from raner_backend.model.bundle import HeadBundle
     from raner_backend.training.fine_tune import FineTuneResult
 
-    first = tiny_backend.live.version
+    first = tiny_backend.models.version()
     bundle = HeadBundle.load(tiny_backend.registry.current().path)
     second = tiny_backend.deploy(FineTuneResult(bundle, True, "test", {}), tiny_backend.registry.current(), 1, 0)
-    assert tiny_backend.live.version == second["version"] != first
-    r = client.post("/rollback", json={"version": first})
+    assert tiny_backend.models.version(1) == second["version"] != first
+    assert tiny_backend.models.version() == first, "the default did not change"
+    r = client.post("/rollback", json={"version": first, "project": 1})
     assert r.status_code == 202 and r.json["version"] == first
     deadline = time.time() + 30
-    while client.get("/health").json["rollback"].get("state") == "loading" and time.time() < deadline:
+    while client.get("/health").json["rollback"]["1"].get("state") == "loading" and time.time() < deadline:
         time.sleep(0.05)
-    assert client.get("/health").json["rollback"] == {"version": first, "state": "serving"}
-    assert tiny_backend.live.version == first == tiny_backend.registry.current().name
+    assert client.get("/health").json["rollback"]["1"] == {"version": first, "state": "serving"}
+    assert tiny_backend.models.version(1) == first == tiny_backend.registry.current(1).name
+
+
+def test_a_project_version_cannot_serve_another_project_or_the_default(client, tiny_backend):
+    from raner_backend.model.bundle import HeadBundle
+    from raner_backend.training.fine_tune import FineTuneResult
+
+    bundle = HeadBundle.load(tiny_backend.registry.current().path)
+    own = tiny_backend.deploy(FineTuneResult(bundle, True, "test", {}), tiny_backend.registry.current(), 1, 0)
+    for body in ({"version": own["version"], "project": 2}, {"version": own["version"]}):
+        r = client.post("/rollback", json=body)
+        assert r.status_code == 400 and "trained for project 1" in r.json["error"]
+    assert client.get("/versions?project=2").json["versions"] == [tiny_backend.models.version()]
+    listed = client.get("/versions?project=1").json
+    assert listed["versions"] == [tiny_backend.models.version(), own["version"]] and listed["current"] == own["version"]

@@ -17,7 +17,7 @@ from ..model.bundle import HeadBundle
 from ..model.network import EncoderStates
 from .export import export_encoder, export_head, quantize_int8
 from .predictor import MAX_TOKENS, Predictor
-from .runtime import OnnxBackend, TorchBackend
+from .runtime import OnnxBackend, TorchBackend, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class BaseRuntime:
     tokenizer: object = None
     encoder: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sessions: dict = field(default_factory=dict)
 
     def load(self) -> "BaseRuntime":
         if self.tokenizer is None:
@@ -60,6 +61,15 @@ class BaseRuntime:
                 quantize_int8(fp32, quantized)
             return quantized
 
+    def encoder_session(self, layers: tuple[int, ...], vocab, int8: bool, threads: int):
+        """One ONNX Runtime session of the encoder per export, shared by every model version."""
+        path = self.encoder_onnx(layers, vocab, int8)
+        with self._lock:
+            key = (str(path), threads)
+            if key not in self._sessions:
+                self._sessions[key] = onnx_session(path, threads)
+            return self._sessions[key]
+
 
 def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path) -> Path:
     path = folder / HEAD_ONNX
@@ -80,8 +90,8 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
     if engine == "torch":
         backend = TorchBackend(EncoderStates(runtime.encoder, layers), bundle.head, threads)
     else:
-        encoder_path = runtime.encoder_onnx(layers, bundle.vocab, int8=engine == "onnx-int8")
-        backend = OnnxBackend(engine, encoder_path, ensure_head_onnx(runtime, bundle, folder), threads)
+        encoder = runtime.encoder_session(layers, bundle.vocab, int8=engine == "onnx-int8", threads=threads)
+        backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder), threads)
     config = runtime.encoder.config
     return Predictor(version, runtime.tokenizer, backend, bundle.scheme, bundle.vocab, bundle.crf.params(),
                      hidden=config.hidden_size, cache_size=cache_size,

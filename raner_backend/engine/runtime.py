@@ -23,7 +23,7 @@ class EmissionBackend(Protocol):
                   char_piece: np.ndarray, char_ids: np.ndarray, char_class: np.ndarray) -> np.ndarray: ...
 
 
-def _session(path: Path, threads: int):
+def onnx_session(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,10 +38,12 @@ def _session(path: Path, threads: int):
 
 
 class OnnxBackend:
-    def __init__(self, name: str, encoder_path: Path, head_path: Path, threads: int = 0):
+    """``encoder`` is the base encoder's session, shared by every loaded version."""
+
+    def __init__(self, name: str, encoder, head_path: Path, threads: int = 0):
         self.name = name
-        self.encoder = _session(encoder_path, threads)
-        self.head = _session(head_path, threads)
+        self.encoder = encoder
+        self.head = onnx_session(head_path, threads)
         # A head without top encoder layers never reads token_mask, and its graph has no such input.
         self.head_inputs = {i.name for i in self.head.get_inputs()}
 

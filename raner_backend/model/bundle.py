@@ -7,17 +7,20 @@ in int8 with one scale per output row, half again; versions trained from annotat
 small learning steps are never rounded away."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .chars import CharVocab
 from .crf import CRF
-from .network import CharHead, Head, HeadConfig, HeadEnsemble, head_from_config
+from .network import CharHead, EnsembleConfig, Head, HeadConfig, HeadEnsemble, head_from_config
 from .tags import TagScheme
 
 WEIGHTS = "head.safetensors"
@@ -58,6 +61,24 @@ class HeadBundle:
         return cls(first.scheme, first.vocab, HeadEnsemble([h for hs in heads_of for h in hs]), crf.eval(),
                    first.base)
 
+    def with_entity_types(self, entity_types: Sequence[str]) -> "HeadBundle":
+        """A copy that can also tag the ``entity_types`` it does not know yet, appended after the
+        known ones (every known tag keeps its index and weights). A new type starts as the average
+        of the known types, held ``NEW_TYPE_MARGIN`` below them, so it is not predicted until
+        training has learned it, and it starts from what names in general look like."""
+        new = [t for t in dict.fromkeys(entity_types) if t not in self.scheme.entity_types]
+        grown = copy.deepcopy(self)
+        if not new:
+            return grown
+        old, scheme = self.scheme, TagScheme(self.scheme.entity_types + tuple(new))
+        for head in single_heads(grown.head):
+            head.out = _grown_linear(head.out, old, scheme)
+            head.cfg = dataclasses.replace(head.cfg, num_tags=scheme.num_tags)
+        if isinstance(grown.head, HeadEnsemble):
+            grown.head.cfg = EnsembleConfig(tuple(h.cfg for h in grown.head.members))
+        grown.scheme, grown.crf = scheme, _grown_crf(self.crf, old, scheme)
+        return grown
+
     def save(self, folder: Path, compact: bool = False) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
@@ -88,6 +109,49 @@ class HeadBundle:
 
 def single_heads(head: Head) -> list[CharHead]:
     return list(head.members) if isinstance(head, HeadEnsemble) else [head]
+
+
+NEW_TYPE_MARGIN = 3.0
+
+
+def _stand_ins(tag: int, old: TagScheme) -> list[int]:
+    """The known tags whose weights a tag starts from: itself if known, else that role (B or I)
+    of every known type."""
+    if tag < old.num_tags:
+        return [tag]
+    role = (tag - 1) % 2
+    return [1 + 2 * k + role for k in range(len(old.entity_types))]
+
+
+def _type_of(tag: int) -> int | None:
+    return None if tag == 0 else (tag - 1) // 2
+
+
+def _grown_linear(out: torch.nn.Linear, old: TagScheme, scheme: TagScheme) -> torch.nn.Linear:
+    grown = torch.nn.Linear(out.in_features, scheme.num_tags)
+    with torch.no_grad():
+        for tag in range(scheme.num_tags):
+            rows = _stand_ins(tag, old)
+            grown.weight[tag] = out.weight[rows].mean(dim=0)
+            grown.bias[tag] = out.bias[rows].mean() - (NEW_TYPE_MARGIN if tag >= old.num_tags else 0.0)
+    return grown
+
+
+def _grown_crf(crf: CRF, old: TagScheme, scheme: TagScheme) -> CRF:
+    """Transitions into and out of a new type's tags are the known types' averaged, between tags
+    of one type from within a known type, between different types from across known types."""
+    grown = CRF(scheme)
+    n = scheme.num_tags
+    with torch.no_grad():
+        for i in range(n):
+            grown.start[i] = crf.start[_stand_ins(i, old)].mean()
+            grown.end[i] = crf.end[_stand_ins(i, old)].mean()
+            for j in range(n):
+                one_type = _type_of(i) is not None and _type_of(i) == _type_of(j)
+                pairs = [(a, b) for a in _stand_ins(i, old) for b in _stand_ins(j, old)
+                         if (_type_of(a) is not None and _type_of(a) == _type_of(b)) == one_type]
+                grown.transitions[i, j] = torch.stack([crf.transitions[a, b] for a, b in pairs]).mean()
+    return grown.eval()
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

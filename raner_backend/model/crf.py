@@ -34,26 +34,37 @@ class CRF(nn.Module):
         """Transition, start and end scores with the forbidden moves applied."""
         return self.transitions + self.transition_penalty, self.start + self.start_penalty, self.end
 
-    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood; ``mask`` [batch, length] is a prefix mask (no empty rows)."""
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor,
+            allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood; ``mask`` [batch, length] is a prefix mask (no empty rows).
+
+        With ``allowed`` [batch, length, tags] (bool) the labels are partial: the likelihood is that
+        of every path through the allowed tags, so a sentence says nothing of the tags it cannot
+        speak for (replayed base data and the entity types it never labelled). One-hot ``allowed``
+        equals ``tags``."""
         trans, start, end = self.scores()
         mask = mask.bool()
+        if allowed is not None:
+            gold = self._log_partition(emissions + torch.where(allowed, 0.0, FORBIDDEN), mask, trans, start, end)
+            return (self._log_partition(emissions, mask, trans, start, end) - gold).mean()
         batch, length, _ = emissions.shape
         rows = torch.arange(batch)
-        # Score of the gold path.
         gold = start[tags[:, 0]] + emissions[rows, 0, tags[:, 0]]
         for t in range(1, length):
             step = trans[tags[:, t - 1], tags[:, t]] + emissions[rows, t, tags[:, t]]
             gold = gold + step * mask[:, t]
         last = tags[rows, mask.sum(1) - 1]
         gold = gold + end[last]
-        # Log partition function.
+        return (self._log_partition(emissions, mask, trans, start, end) - gold).mean()
+
+    @staticmethod
+    def _log_partition(emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor, start: torch.Tensor,
+                       end: torch.Tensor) -> torch.Tensor:
         alpha = start + emissions[:, 0]
-        for t in range(1, length):
+        for t in range(1, emissions.shape[1]):
             nxt = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[:, t]
             alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
-        log_z = torch.logsumexp(alpha + end, dim=1)
-        return (log_z - gold).mean()
+        return torch.logsumexp(alpha + end, dim=1)
 
     def params(self) -> "CrfParams":
         trans, start, end = (x.detach().cpu().numpy().astype(np.float32) for x in self.scores())

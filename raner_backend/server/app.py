@@ -9,8 +9,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..service import Backend, BadRequest
-from ..training.registry import RegistryError
+from ..service import Backend, BadRequest, project_id_of
+from ..model.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ def _texts_of(body: dict) -> list[str]:
     if isinstance(body.get("text"), str):
         return [body["text"]]
     raise BadRequest("give 'text' (a string) or 'texts' (a list of strings)")
+
+
+def _checked_project(project: Any) -> None:
+    if project is not None and project_id_of(project) is None:
+        raise BadRequest(f"'project' must be a Label Studio project id, not {project!r}")
 
 
 def create_app(backend: Backend) -> Flask:
@@ -103,11 +108,12 @@ def create_app(backend: Backend) -> Flask:
         predictions = backend.predict_tasks(tasks, body.get("label_config"), body.get("project"))
         for task, p in zip(tasks, predictions):
             log.info("task %s: score %.4f %s", task.get("id"), p.score, p.components)
-        return jsonify(results=[p.to_ls() for p in predictions], model_version=backend.live.version)
+        return jsonify(results=[p.to_ls() for p in predictions], model_version=backend.model_version(body.get("project")))
 
     @app.post("/ner")
     def ner():
-        return jsonify(backend.ner(_texts_of(_object_body())))
+        body = _object_body()
+        return jsonify(backend.ner(_texts_of(body), body.get("project")))
 
     @app.post("/webhook")
     def webhook():
@@ -115,15 +121,21 @@ def create_app(backend: Backend) -> Flask:
 
     @app.route("/versions", methods=["GET", "POST"])
     def versions():
-        return jsonify(versions=backend.versions(), current=backend.live.version)
+        project = request.args.get("project")
+        if project is None and request.method == "POST" and request.data:
+            project = _object_body().get("project")
+        _checked_project(project)
+        return jsonify(backend.versions(project))
 
     @app.post("/rollback")
     def rollback():
-        name = _object_body().get("version")
+        body = _object_body()
+        _checked_project(body.get("project"))
         try:
-            info = backend.rollback(name, wait=False)
+            info = backend.rollback(body.get("version"), body.get("project"), wait=False)
         except RegistryError as exc:
             raise BadRequest(str(exc)) from None
-        return jsonify(version=info.name, state="loading", check="GET /health → rollback"), 202
+        return jsonify(version=info.name, project=project_id_of(body.get("project")), state="loading",
+                       check="GET /health → rollback"), 202
 
     return app

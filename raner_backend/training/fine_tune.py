@@ -1,8 +1,15 @@
-"""Fine-tuning the served model on a project's annotations, with replay of base data, and the
-deploy guard that decides whether the result may replace the served model."""
+"""Fine-tuning the model that serves a project on its annotations, with replay of base data, and
+the deploy guard that decides whether the result may replace it.
+
+A project may label entity types its model does not know yet: the model's tag set grows first
+(``HeadBundle.with_entity_types``), and the labels are read as partial where a text cannot speak
+for a type. A replayed base sentence (MSRA) never labelled the project's new types, and a project
+sentence never labelled the types its config lacks: an ``O`` there may be such a type, so the CRF
+loss sums over those paths (``CRF.nll`` with ``allowed``) instead of teaching that they are ``O``.
+``partial=False`` is the naive way, kept for measuring (benchmarks/new_type.py)."""
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import math
 import random
@@ -18,6 +25,7 @@ from ..model.bundle import HeadBundle
 from ..model.chars import char_classes
 from ..model.data import Example
 from ..model.network import EncoderStates
+from ..model.tags import DEFAULT_SCHEME, TagScheme
 from .features import length_sorted_batches, pad_ids
 from .metrics import entity_scores
 from .trainer import Item, TrainConfig, predict_spans, train
@@ -25,6 +33,9 @@ from .trainer import Item, TrainConfig, predict_spans, train
 log = logging.getLogger(__name__)
 
 MAX_NEW_SHARE = 0.15  # project data is at most ~15 % of each epoch; the rest is replayed base data
+NEW_TYPE_OUT_LR = 5e-3  # output layers' rate while a new type is learned (benchmarks/new_type.py)
+MIN_TYPE_SUPPORT = 5  # held-out mentions a type needs before the guard reads its own F1
+MAX_TYPE_DROP = 0.10  # ... and how much of it a candidate may lose
 
 
 @dataclass
@@ -35,8 +46,10 @@ class FineTuneResult:
     figures: dict = field(default_factory=dict)
 
 
-def items_for(tokenizer, encoder, bundle: HeadBundle, examples: Sequence[Example], max_tokens: int = 4096) -> list[Item]:
-    """Encoder states computed in memory (project data is small; no disk cache needed)."""
+def items_for(tokenizer, encoder, bundle: HeadBundle, examples: Sequence[Example], speaks_for: Sequence[str] = (),
+              max_tokens: int = 4096) -> list[Item]:
+    """Encoder states computed in memory (project data is small; no disk cache needed). With
+    ``speaks_for``, the examples' labels are partial: an ``O`` may be any type not in it."""
     encoded = encode_texts(tokenizer, [e.text for e in examples])
     states_module = EncoderStates(encoder, bundle.head.cfg.layers).eval()
     states: list[np.ndarray | None] = [None] * len(examples)
@@ -46,9 +59,16 @@ def items_for(tokenizer, encoder, bundle: HeadBundle, examples: Sequence[Example
             out = states_module(ids, mask).to(torch.float16).numpy()
             for row, i in enumerate(batch):
                 states[i] = out[row, : len(encoded[i].input_ids)]
+    open_tags = open_tags_of(bundle.scheme, speaks_for) if speaks_for else ()
     return [Item(states[i], enc.char_token, enc.char_piece, bundle.vocab.ids(ex.text), char_classes(ex.text),
-                 bundle.scheme.encode(len(ex.text), ex.spans), ex.spans)
+                 bundle.scheme.encode(len(ex.text), ex.spans), ex.spans, open_tags)
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
+
+
+def open_tags_of(scheme: TagScheme, speaks_for: Sequence[str]) -> tuple[int, ...]:
+    """The B and I tags of every type of ``scheme`` not in ``speaks_for``."""
+    return tuple(tag for k, kind in enumerate(scheme.entity_types) if kind not in speaks_for
+                 for tag in (1 + 2 * k, 2 + 2 * k))
 
 
 def split_held_out(examples: Sequence, share: float, seed: int) -> tuple[list, list]:
@@ -60,39 +80,71 @@ def split_held_out(examples: Sequence, share: float, seed: int) -> tuple[list, l
     return [examples[i] for i in sorted(order[n_held:])], [examples[i] for i in held]
 
 
-def f1_of(bundle: HeadBundle, items: Sequence[Item]) -> float:
+def scores_of(bundle: HeadBundle, items: Sequence[Item], types: Sequence[str]) -> dict:
+    """Entity scores counting only ``types`` (what the project, or the probe, labels)."""
     if not items:
-        return 0.0
+        return {"overall": {"f1": 0.0}, "per_type": {}}
     predicted = predict_spans(bundle.head, bundle.crf, bundle.scheme, items)
-    return entity_scores([i.spans for i in items], predicted)["overall"]["f1"]
+    return entity_scores([[s for s in i.spans if s.label in types] for i in items],
+                         [[s for s in spans if s.label in types] for spans in predicted])
 
 
 def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example], replay_pool: Sequence[Example],
-              probe: Sequence[Example], cfg: TrainConfig, held_out_share: float = 0.2,
-              progress: Callable[[dict], None] | None = None) -> FineTuneResult:
-    """Train a copy of ``served`` on ``project`` (+ replay), then apply the deploy guard:
-    deploy only if held-out F1 is not worse than the served model's."""
+              probe: Sequence[Example], cfg: TrainConfig, project_types: Sequence[str] = (),
+              replay_types: Sequence[str] = DEFAULT_SCHEME.entity_types, partial: bool = True,
+              held_out_share: float = 0.2, progress: Callable[[dict], None] | None = None) -> FineTuneResult:
+    """Train a copy of ``served``, grown to ``project_types`` (the project's entity types; default:
+    the types in its examples), on ``project`` (+ replay), then apply the deploy guard: deploy only
+    if held-out F1 is not worse than the served model's, overall and for each well-supported type."""
     started = time.time()
+    project_types = tuple(project_types) or tuple(dict.fromkeys(s.label for e in project for s in e.spans))
     train_ex, held_ex = split_held_out(list(project), held_out_share, cfg.seed)
     if not train_ex:
         train_ex = list(project)
     n_replay = min(len(replay_pool), math.ceil(len(train_ex) * (1 - MAX_NEW_SHARE) / MAX_NEW_SHARE))
     replay = random.Random(cfg.seed).sample(list(replay_pool), n_replay) if n_replay else []
-    candidate = copy.deepcopy(served)
-    train_items = items_for(tokenizer, encoder, candidate, train_ex + replay)
+    candidate = served.with_entity_types(project_types)
+    new_types = [t for t in candidate.scheme.entity_types if t not in served.scheme.entity_types]
+    if new_types and not cfg.out_lr:
+        cfg = dataclasses.replace(cfg, out_lr=NEW_TYPE_OUT_LR)
+    train_items = (items_for(tokenizer, encoder, candidate, train_ex, project_types if partial else ())
+                   + items_for(tokenizer, encoder, candidate, replay, replay_types if partial else ()))
     held_items = items_for(tokenizer, encoder, candidate, held_ex)
     probe_items = items_for(tokenizer, encoder, candidate, probe)
-    before = {"held_out_f1": f1_of(served, held_items), "probe_f1": f1_of(served, probe_items)}
+    before = {"held_out": scores_of(served, held_items, project_types),
+              "probe": scores_of(served, probe_items, replay_types)}
     summary = train(candidate.head, candidate.crf, candidate.scheme, train_items, held_items, cfg,
                     progress=progress)
-    after = {"held_out_f1": f1_of(candidate, held_items), "probe_f1": f1_of(candidate, probe_items)}
-    figures = {"served": before, "candidate": after, "project_examples": len(project),
+    after = {"held_out": scores_of(candidate, held_items, project_types),
+             "probe": scores_of(candidate, probe_items, replay_types)}
+    figures = {"served": _f1s(before), "candidate": _f1s(after), "project_examples": len(project),
                "train_examples": len(train_ex), "held_out_examples": len(held_ex), "replay_examples": len(replay),
-               "epochs": summary["epochs"], "steps": summary["steps"], "history": summary["history"],
-               "seconds": round(time.time() - started, 1)}
-    rule = "deploy if candidate held-out F1 >= served held-out F1"
-    deploy = after["held_out_f1"] >= before["held_out_f1"]
-    reason = (f"{rule}: {after['held_out_f1']:.4f} vs {before['held_out_f1']:.4f} on {len(held_ex)} held-out "
-              f"tasks (base probe {after['probe_f1']:.4f} vs {before['probe_f1']:.4f})")
-    figures["rule"] = rule
+               "entity_types": list(candidate.scheme.entity_types), "new_types": new_types,
+               "partial_labels": partial, "epochs": summary["epochs"], "steps": summary["steps"],
+               "history": summary["history"], "seconds": round(time.time() - started, 1)}
+    deploy, reason = deploy_verdict(before, after, len(held_ex))
+    figures["rule"] = GUARD_RULE
     return FineTuneResult(candidate, deploy, reason, figures)
+
+
+GUARD_RULE = (f"deploy if candidate held-out F1 >= served held-out F1, and no type with >= {MIN_TYPE_SUPPORT} "
+              f"held-out mentions loses more than {MAX_TYPE_DROP} F1")
+
+
+def deploy_verdict(before: dict, after: dict, n_held: int) -> tuple[bool, str]:
+    new_f1, old_f1 = after["held_out"]["overall"]["f1"], before["held_out"]["overall"]["f1"]
+    worse = [f"{kind} {scores['f1']:.4f} vs {before['held_out']['per_type'].get(kind, {}).get('f1', 0.0):.4f}"
+             for kind, scores in after["held_out"]["per_type"].items()
+             if scores["support"] >= MIN_TYPE_SUPPORT
+             and before["held_out"]["per_type"].get(kind, {}).get("f1", 0.0) - scores["f1"] > MAX_TYPE_DROP]
+    deploy = new_f1 >= old_f1 and not worse
+    reason = (f"{GUARD_RULE}: {new_f1:.4f} vs {old_f1:.4f} on {n_held} held-out tasks"
+              + (f"; types that lost: {', '.join(worse)}" if worse else "")
+              + f" (base probe {after['probe']['overall']['f1']:.4f} vs {before['probe']['overall']['f1']:.4f})")
+    return deploy, reason
+
+
+def _f1s(scores: dict) -> dict:
+    """held_out_f1, probe_f1 and held-out F1 per type, for the manifest and /health."""
+    return {"held_out_f1": scores["held_out"]["overall"]["f1"], "probe_f1": scores["probe"]["overall"]["f1"],
+            "held_out_per_type": {k: v["f1"] for k, v in scores["held_out"]["per_type"].items()}}

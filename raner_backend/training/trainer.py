@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..model.chars import UNK
 from ..model.crf import CRF
-from ..model.network import Head, top_layer_parameters
+from ..model.network import CharHead, Head, top_layer_parameters
 from ..model.tags import Span, TagScheme
 from .features import length_sorted_batches
 from .metrics import entity_scores
@@ -40,6 +40,7 @@ class Item:
     char_class: np.ndarray
     tags: np.ndarray
     spans: tuple[Span, ...]
+    open_tags: tuple[int, ...] = ()  # tags an ``O`` of this text may also be: types it never labelled
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TrainConfig:
     head_lr: float = 2e-3
     top_lr: float = 5e-5  # the head's copy of the encoder's top layers, if it has one
     crf_lr: float = 1e-2
+    out_lr: float = 0.0  # the heads' output layers (0: head_lr); higher while a new entity type is learned
     weight_decay: float = 0.01
     warmup: float = 0.05
     patience: int = 2
@@ -57,7 +59,8 @@ class TrainConfig:
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
 
 
-def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None):
+def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None,
+            num_tags: int = 0):
     n_tokens = max(len(i.token_states) for i in items)
     n_chars = max(len(i.char_ids) for i in items)
     layers, hidden = items[0].token_states.shape[1:]
@@ -65,6 +68,7 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
     fields = {k: torch.zeros((len(items), n_chars), dtype=torch.long)
               for k in ("char_token", "char_piece", "char_ids", "char_class", "tags")}
     fields["token_mask"] = torch.zeros((len(items), n_tokens), dtype=torch.long)
+    fields["allowed"] = None
     for row, item in enumerate(items):
         states[row, : len(item.token_states)] = torch.from_numpy(np.array(item.token_states))
         fields["token_mask"][row, : len(item.token_states)] = 1
@@ -75,7 +79,19 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
         for key, value in (("char_token", item.char_token), ("char_piece", item.char_piece),
                            ("char_ids", char_ids), ("char_class", item.char_class), ("tags", item.tags)):
             fields[key][row, :length] = torch.from_numpy(np.asarray(value))
+    if any(item.open_tags for item in items):
+        fields["allowed"] = partial_labels(items, fields["tags"], num_tags)
     return states, fields
+
+
+def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> torch.Tensor:
+    """[batch, chars, tags] bool: the gold tag, and at an ``O`` also the item's open tags."""
+    allowed = torch.nn.functional.one_hot(tags, num_tags).bool()
+    for row, item in enumerate(items):
+        if item.open_tags:
+            outside = (tags[row] == 0).nonzero().squeeze(1)
+            allowed[row, outside.unsqueeze(1), torch.tensor(item.open_tags).unsqueeze(0)] = True
+    return allowed
 
 
 def run_head(head: Head, states: torch.Tensor, f: dict) -> torch.Tensor:
@@ -114,16 +130,20 @@ def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item
 
 
 def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
-    """Pretrained top layers move slowly, the new head faster, the CRF's few numbers fastest."""
+    """Pretrained top layers move slowly, the new head faster, the CRF's few numbers fastest; the
+    output layers at their own rate when one is set."""
     top_params = top_layer_parameters(head)
-    top = {id(p) for p in top_params}
+    out_params = [p for m in head.modules() if isinstance(m, CharHead) for p in m.out.parameters()] if cfg.out_lr else []
+    apart = {id(p) for p in top_params + out_params}
     groups = [
-        {"params": [p for p in head.parameters() if id(p) not in top], "lr": cfg.head_lr,
+        {"params": [p for p in head.parameters() if id(p) not in apart], "lr": cfg.head_lr,
          "weight_decay": cfg.weight_decay},
         {"params": list(crf.parameters()), "lr": cfg.crf_lr, "weight_decay": 0.0},
     ]
-    if top:
+    if top_params:
         groups.append({"params": top_params, "lr": cfg.top_lr, "weight_decay": cfg.weight_decay})
+    if out_params:
+        groups.append({"params": out_params, "lr": cfg.out_lr, "weight_decay": cfg.weight_decay})
     return groups
 
 
@@ -157,9 +177,9 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         losses = []
         bar = tqdm(epoch_batches, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
-            states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng)
+            states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng, scheme.num_tags)
             emissions = run_head(head, states, f)
-            loss = crf.nll(emissions, f["tags"], f["char_class"] > 0)
+            loss = crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)

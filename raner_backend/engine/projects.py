@@ -1,0 +1,145 @@
+"""The one place that owns the served models: which version serves which Label Studio project,
+and the versions loaded into memory.
+
+Every project is served by a version of its own lineage (``model/registry.py``): the default
+version until it trains, then its own. A loaded version is a ``Predictor`` over the shared base
+encoder (one copy in memory for all of them), so each adds only its head, a few MB. At most
+``max_loaded`` versions stay loaded, the least recently used leaving first; the default version
+never leaves.
+
+Loading happens off the request path: ``prepare(project)`` (called by ``/setup``, which Label
+Studio sends on connect and before every "Retrieve predictions") loads in the loader thread, and
+a request for a version still loading waits for that one load instead of starting its own. A
+deployment builds the new ``Predictor`` before the project's pointer moves, so requests in
+flight finish on the version they started with.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from ..model.registry import Registry, VersionInfo
+from .predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+
+class ProjectModels:
+    def __init__(self, registry: Registry, build: Callable[[VersionInfo], Predictor], max_loaded: int = 8):
+        self.registry = registry
+        self.build = build
+        self.max_loaded = max(1, max_loaded)
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, Predictor] = OrderedDict()
+        self._loading: dict[str, Future] = {}
+        self._default: str | None = None  # serves every project without a version of its own
+        self._own: dict[int, str | None] = {}  # project -> its own version (None: it has none yet)
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+
+    # -- which version serves whom ---------------------------------------------------------------
+    def version(self, project: int | None = None) -> str | None:
+        """The name of the version that serves ``project`` (None: the default version)."""
+        with self._lock:
+            known = project is None or project in self._own
+            name = self._own.get(project) if project is not None else self._default
+        if not known:
+            info = self.registry.pointed(project)
+            own = info.name if info is not None else None
+            with self._lock:
+                name = self._own.setdefault(project, own)
+        if name is None:
+            with self._lock:
+                name = self._default
+            if name is None:
+                info = self.registry.current()
+                name = info.name if info else None
+        return name
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._default in self._loaded
+
+    def projects(self) -> dict[int, str]:
+        """Projects served by a version of their own, and which."""
+        own = {p: self.version(p) for p in self.registry.projects()}
+        with self._lock:
+            own.update({p: n for p, n in self._own.items() if n is not None})
+        return dict(sorted(own.items()))
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    # -- loading ----------------------------------------------------------------------------------
+    def predictor(self, project: int | None = None) -> Predictor:
+        """The loaded version that serves ``project``, waiting for its load if it is not in memory."""
+        name = self.version(project)
+        if name is None:
+            raise RuntimeError("no model is loaded yet")
+        with self._lock:
+            predictor = self._loaded.get(name)
+            if predictor is not None:
+                self._loaded.move_to_end(name)
+                return predictor
+        return self._load(name).result()
+
+    def prepare(self, project: int | None = None) -> None:
+        """Start loading the version that serves ``project`` (returns at once)."""
+        name = self.version(project)
+        if name is not None:
+            self._load(name)
+
+    def _load(self, name: str) -> Future:
+        with self._lock:
+            if name in self._loaded:
+                done: Future = Future()
+                done.set_result(self._loaded[name])
+                return done
+            future = self._loading.get(name)
+            if future is None:
+                future = self._loading[name] = self._loader.submit(self._build, name)
+            return future
+
+    def _build(self, name: str) -> Predictor:
+        try:
+            predictor = self.build(self.registry.get(name))
+            self._keep(predictor)
+            return predictor
+        finally:
+            with self._lock:
+                self._loading.pop(name, None)
+
+    def _keep(self, predictor: Predictor) -> None:
+        with self._lock:
+            self._loaded[predictor.version] = predictor
+            self._loaded.move_to_end(predictor.version)
+            pinned = self._default
+            for name in list(self._loaded):
+                if len(self._loaded) <= self.max_loaded:
+                    break
+                if name != pinned and name != predictor.version:
+                    del self._loaded[name]
+                    log.info("unloaded model version %s (MAX_LOADED_MODELS=%d)", name, self.max_loaded)
+
+    # -- changing what serves ---------------------------------------------------------------------
+    def serve(self, info: VersionInfo, project: int | None = None, record: bool = True) -> Predictor:
+        """Load ``info``, then make it serve ``project`` (None: the default) and, with ``record``,
+        write that into ``MODEL_DIR``."""
+        with self._lock:
+            predictor = self._loaded.get(info.name)
+        predictor = predictor or self.build(info)
+        if record:
+            self.registry.set_current(info.name, project)
+        with self._lock:
+            if project is None:
+                self._default = info.name
+            else:
+                self._own[project] = info.name
+        self._keep(predictor)
+        log.info("project %s is served by model version %s (%s)", "default" if project is None else project,
+                 info.name, predictor.backend.name)
+        return predictor

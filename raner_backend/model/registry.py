@@ -1,0 +1,200 @@
+"""Model versions on disk under ``MODEL_DIR``.
+
+    MODEL_DIR/versions/<version>/         head weights, head.onnx, manifest.json — complete or absent
+    MODEL_DIR/staging/<tmp>/              being written; never loaded, cleared at start-up
+    MODEL_DIR/CURRENT                     the default version: serves every project that has not
+                                          trained a version of its own (replaced atomically)
+    MODEL_DIR/projects/<id>/CURRENT       the version that serves Label Studio project <id>
+
+A version is built in ``staging`` and renamed into ``versions`` in one step, so a crash (even
+``kill -9``) leaves either the whole folder or nothing. Names are ``raner-<n>-<hash>``: ``n``
+counts deployments over all projects, ``hash`` is the head weights' sha256 prefix. A version
+trained from a project's annotations names that project and its parent in its manifest; a
+project's lineage is the default versions plus its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+VERSION_RE = re.compile(r"^raner-(\d+)-[0-9a-f]{8}$")
+
+
+class RegistryError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    path: Path
+    manifest: dict
+
+    @property
+    def number(self) -> int:
+        return int(VERSION_RE.match(self.name).group(1))
+
+    @property
+    def project(self) -> int | None:
+        """The project whose annotations trained this version (None: a default version)."""
+        project = self.manifest.get("project")
+        return project if isinstance(project, int) else None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; manifests are meant to be read
+    os.replace(tmp, path)
+
+
+class Registry:
+    def __init__(self, model_dir: Path):
+        self.root = Path(model_dir)
+        self.versions_dir = self.root / "versions"
+        self.staging_dir = self.root / "staging"
+        self.projects_dir = self.root / "projects"
+
+    def ensure(self) -> None:
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    def clear_staging(self) -> None:
+        """Remove what a crashed deployment left half-written."""
+        if self.staging_dir.exists():
+            for leftover in self.staging_dir.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def new_staging(self) -> Path:
+        self.ensure()
+        return Path(tempfile.mkdtemp(prefix="build-", dir=self.staging_dir))
+
+    def versions(self) -> list[VersionInfo]:
+        if not self.versions_dir.exists():
+            return []
+        found = []
+        for folder in self.versions_dir.iterdir():
+            if not VERSION_RE.match(folder.name) or not (folder / MANIFEST).is_file():
+                continue
+            try:
+                manifest = json.loads((folder / MANIFEST).read_text())
+            except (OSError, ValueError):
+                continue
+            found.append(VersionInfo(folder.name, folder, manifest))
+        return sorted(found, key=lambda v: v.number)
+
+    def get(self, name: str) -> VersionInfo:
+        """A version by exact name; names are checked so no path can leave ``versions``."""
+        if not isinstance(name, str) or not VERSION_RE.match(name):
+            raise RegistryError(f"{name!r} is not a model version name (raner-<n>-<hash>)")
+        for info in self.versions():
+            if info.name == name:
+                return info
+        raise RegistryError(f"no model version {name!r} in {self.versions_dir}")
+
+    def _pointer(self, project: int | None) -> Path:
+        return self.root / "CURRENT" if project is None else self.projects_dir / str(project) / "CURRENT"
+
+    def current(self, project: int | None = None) -> VersionInfo | None:
+        """The version that serves ``project`` (its own pointer, else the default's), or the
+        default version for ``project=None``."""
+        pointed = self.pointed(project)
+        if pointed is not None:
+            return pointed
+        if project is not None:
+            return self.current()
+        defaults = [v for v in self.versions() if v.project is None]
+        return defaults[-1] if defaults else None
+
+    def pointed(self, project: int | None = None) -> VersionInfo | None:
+        """The version ``project``'s own pointer names (None: no pointer, or a stale one)."""
+        pointer = self._pointer(project)
+        if pointer.is_file():
+            try:
+                return self.get(pointer.read_text().strip())
+            except RegistryError:
+                pass
+        return None
+
+    def set_current(self, name: str, project: int | None = None) -> VersionInfo:
+        """Serve ``name`` to ``project`` (None: to every project without a version of its own).
+        Only a version of the project's lineage can serve it."""
+        info = self.get(name)
+        if info.project is not None and info.project != project:
+            owner = f"project {info.project}"
+            raise RegistryError(f"{name} was trained for {owner}; it can serve only {owner}")
+        pointer = self._pointer(project)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="CURRENT.", dir=pointer.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(name + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, pointer)
+        return info
+
+    def lineage(self, project: int | None = None) -> list[VersionInfo]:
+        """The versions that may serve ``project``: the default ones and those trained for it."""
+        return [v for v in self.versions() if v.project is None or v.project == project]
+
+    def projects(self) -> list[int]:
+        """Projects with a version of their own, in id order."""
+        if not self.projects_dir.exists():
+            return []
+        return sorted(int(p.name) for p in self.projects_dir.iterdir()
+                      if p.name.isdigit() and (p / "CURRENT").is_file())
+
+    def adopt_single_lineage(self) -> None:
+        """Upgrade a ``MODEL_DIR`` written before versions belonged to projects, once: each project
+        that trained versions is served by its newest one (or by the old ``CURRENT`` if that was
+        one of its versions), and the default is again a default version. Nothing is removed."""
+        if self.projects_dir.exists():
+            return
+        versions = self.versions()
+        pointer = self.root / "CURRENT"
+        served = pointer.read_text().strip() if pointer.is_file() else ""
+        newest: dict[int, str] = {}
+        for v in versions:
+            if v.project is not None:
+                newest[v.project] = v.name
+        by_name = {v.name: v for v in versions}
+        for project, name in newest.items():
+            owns_served = served in by_name and by_name[served].project == project
+            self.set_current(served if owns_served else name, project)
+        self.projects_dir.mkdir(parents=True, exist_ok=True)
+        if served in by_name and by_name[served].project is not None:
+            pointer.unlink()  # the default is then the newest default version
+
+    def commit(self, staging: Path, manifest: dict, weights_file: str = "head.safetensors",
+               make_current: bool = True) -> VersionInfo:
+        """Give ``staging`` a version name, write its manifest, and move it into ``versions``;
+        ``make_current`` serves it as the default (a default version) or to its project."""
+        existing = self.versions()
+        number = existing[-1].number + 1 if existing else 1
+        name = f"raner-{number}-{sha256_of(staging / weights_file)[:8]}"
+        manifest = dict(manifest, version=name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        write_json_atomic(staging / MANIFEST, manifest)
+        os.chmod(staging, 0o755)
+        os.rename(staging, self.versions_dir / name)
+        info = self.get(name)
+        if make_current:
+            self.set_current(name, info.project)
+        return info

@@ -1,0 +1,190 @@
+"""One backend, many projects: a lineage of versions per project, any label set, a tag set that
+grows with a project's new entity types (partial labels where a text cannot speak for a type)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import torch
+
+from raner_backend.engine.projects import ProjectModels
+from raner_backend.model.bundle import HeadBundle
+from raner_backend.model.crf import CRF
+from raner_backend.model.data import Example
+from raner_backend.model.registry import Registry, RegistryError
+from raner_backend.model.tags import Span, TagScheme
+
+from .fake_labelstudio import FakeLabelStudio
+from .tiny_bert import tiny_examples
+
+PRODUCT_CONFIG = """<View><Labels name="label" toName="text"><Label value="人物"/><Label value="地点"/>
+  <Label value="机构"/><Label value="产品"/></Labels><Text name="text" value="$text"/></View>"""
+
+
+def _version(registry: Registry, weights: bytes, **manifest) -> str:
+    staging = registry.new_staging()
+    (staging / "head.safetensors").write_bytes(weights)
+    return registry.commit(staging, manifest, make_current=False).name
+
+
+# --- the registry: lineages and pointers ---------------------------------------------------------
+
+
+def test_each_project_has_its_own_pointer_and_lineage(tmp_path):
+    registry = Registry(tmp_path)
+    default = _version(registry, b"d", origin="embedded default model")
+    registry.set_current(default)
+    own = _version(registry, b"p3", project=3, parent=default)
+    other = _version(registry, b"p4", project=4, parent=default)
+    registry.set_current(own, 3)
+    assert registry.current().name == default and registry.current(4).name == default
+    assert registry.current(3).name == own and registry.pointed(4) is None
+    assert [v.name for v in registry.lineage(3)] == [default, own]
+    assert registry.projects() == [3]
+    with pytest.raises(RegistryError, match="trained for project 4"):
+        registry.set_current(other, 3)
+    with pytest.raises(RegistryError, match="trained for project 3"):
+        registry.set_current(own)
+
+
+def test_a_model_dir_of_one_lineage_is_adopted_without_losing_a_version(tmp_path):
+    registry = Registry(tmp_path)
+    default = _version(registry, b"d", origin="embedded default model")
+    first = _version(registry, b"a", project=7, parent=default)
+    second = _version(registry, b"b", project=7, parent=first)
+    other = _version(registry, b"c", project=9, parent=second)
+    (tmp_path / "CURRENT").write_text(second + "\n")  # the old layout: one global pointer
+    registry.adopt_single_lineage()
+    assert registry.current(7).name == second and registry.current(9).name == other
+    assert registry.current().name == default and registry.current(1).name == default
+    assert len(registry.versions()) == 4
+    registry.set_current(first, 7)
+    registry.adopt_single_lineage()  # once only
+    assert registry.current(7).name == first
+
+
+# --- which version serves whom, and what stays loaded ---------------------------------------------
+
+
+class _Loaded:
+    def __init__(self, info):
+        self.version = info.name
+        self.backend = type("B", (), {"name": "fake"})()
+
+
+def test_project_models_serve_projects_apart_and_keep_a_bounded_number_loaded(tmp_path):
+    registry = Registry(tmp_path)
+    default = _version(registry, b"d")
+    registry.set_current(default)
+    builds = []
+    models = ProjectModels(registry, lambda info: builds.append(info.name) or _Loaded(info), max_loaded=3)
+    models.serve(registry.get(default))
+    owns = {p: _version(registry, f"p{p}".encode(), project=p) for p in (1, 2, 3, 4)}
+    for p, name in owns.items():
+        models.serve(registry.get(name), p)
+    assert {p: models.version(p) for p in (1, 2, 3, 4, 5)} == {**owns, 5: default}
+    assert len(models.loaded()) == 3 and default in models.loaded(), "the default is never unloaded"
+    assert models.predictor(1).version == owns[1], "an unloaded version loads again on demand"
+    assert registry.current(2).name == owns[2], "a project's version is written to MODEL_DIR"
+    assert models.projects() == owns
+
+
+def test_a_request_waits_for_the_load_that_setup_started(tmp_path):
+    registry = Registry(tmp_path)
+    default = _version(registry, b"d")
+    own = _version(registry, b"p", project=8)
+    registry.set_current(default)
+    registry.set_current(own, 8)
+    release = threading.Event()
+    builds = []
+
+    def slow_build(info):
+        builds.append(info.name)
+        if info.name == own:
+            release.wait(5)
+        return _Loaded(info)
+
+    models = ProjectModels(registry, slow_build)
+    models.serve(registry.get(default), record=False)
+    models.prepare(8)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(models.predictor(8).version))
+    waiter.start()
+    time.sleep(0.1)
+    assert not got
+    release.set()
+    waiter.join(5)
+    assert got == [own] and builds.count(own) == 1
+
+
+# --- the tag set grows ---------------------------------------------------------------------------
+
+
+def test_a_grown_model_keeps_every_known_tag_and_predicts_nothing_new_until_trained(tiny_model):
+    from raner_backend.training.fine_tune import items_for
+    from raner_backend.training.trainer import item_emissions, predict_spans
+
+    from .test_fine_tune import _runtime
+
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    served = HeadBundle.load(root / "model")
+    grown = served.with_entity_types(["PER", "产品", "疾病"])
+    assert grown.scheme.entity_types == served.scheme.entity_types + ("产品", "疾病")
+    assert grown.head.cfg.num_tags == grown.scheme.num_tags == served.scheme.num_tags + 4
+    items = items_for(runtime.tokenizer, runtime.encoder, grown, tiny_examples())
+    old = dict(item_emissions(served.head, items))
+    for i, emissions in item_emissions(grown.head, items):
+        assert torch.allclose(torch.from_numpy(emissions[:, : served.scheme.num_tags]), torch.from_numpy(old[i]))
+    assert predict_spans(grown.head, grown.crf, grown.scheme, items) == predict_spans(
+        served.head, served.crf, served.scheme, items)
+    assert grown.crf.transitions[: served.scheme.num_tags, : served.scheme.num_tags].equal(served.crf.transitions)
+
+
+def test_partial_labels_sum_over_the_tags_a_text_cannot_speak_for():
+    scheme = TagScheme(("PER", "产品"))
+    crf = CRF(scheme)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        crf.transitions.normal_()
+    emissions = torch.randn(2, 5, scheme.num_tags)
+    tags = torch.tensor([[1, 2, 0, 0, 0], [0, 0, 0, 1, 0]])
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    one_hot = torch.nn.functional.one_hot(tags, scheme.num_tags).bool()
+    assert crf.nll(emissions, tags, mask, one_hot).item() == pytest.approx(crf.nll(emissions, tags, mask).item(), abs=1e-4)
+    partial = one_hot.clone()
+    partial[..., 3:] |= (tags == 0).unsqueeze(-1)  # an O may also be B- or I-产品
+    assert crf.nll(emissions, tags, mask, partial) < crf.nll(emissions, tags, mask)
+
+
+# --- learning a type the model never saw --------------------------------------------------------
+
+
+PRODUCT_TEXTS = ["华为在深圳发布Mate60手机。", "李明买了Mate60。", "王芳在上海用Mate60拍照。", "今天天气很好。"]
+PRODUCT_SPANS = [[(0, 2, "机构"), (3, 5, "地点"), (7, 13, "产品")], [(0, 2, "人物"), (4, 10, "产品")],
+                 [(0, 2, "人物"), (3, 5, "地点"), (6, 12, "产品")], []]
+
+
+def test_a_project_learns_its_own_label_and_other_projects_keep_their_model(tiny_backend, client, monkeypatch):
+    from .test_reliability import _train_and_wait
+
+    fake = FakeLabelStudio(PRODUCT_TEXTS * 3 + ["张伟用Mate60看新闻。"], label_config=PRODUCT_CONFIG)
+    for i in range(12):
+        fake.annotate(i, PRODUCT_SPANS[i % 4])
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
+    before = client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": PRODUCT_TEXTS[0]}}],
+                                           "project": "2"}).json
+    status = _train_and_wait(client, tiny_backend, 12)
+    assert status["last_error"] is None, status
+    note = tiny_backend.deploy_notes[-1]
+    info = tiny_backend.registry.get(tiny_backend.models.version(12))
+    assert info.project == 12 and info.manifest["parent"] == tiny_backend.models.version()
+    assert info.manifest["training"]["new_types"] == ["产品"], note
+    assert tiny_backend.models.version(2) == tiny_backend.models.version() != info.name
+    after = client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": PRODUCT_TEXTS[0]}}],
+                                          "project": "2"}).json
+    assert after == before, "project 2 is served exactly as before"
+    health = client.get("/health").json
+    assert health["projects"] == {"12": info.name} and info.name in health["loaded_models"]
