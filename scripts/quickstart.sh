@@ -32,5 +32,7 @@ cat <<MSG
 
 Label Studio:  http://127.0.0.1:$LS_PORT   login $(cat "$LS_DATA_DIR/username") / $(cat "$LS_DATA_DIR/password")
 Backend:       http://127.0.0.1:$PORT/health   (log: var/backend.log)
+Data Manager:  the demo opens on "Least certain first" (prediction score shown, sorted ascending);
+               in any project: Columns → tick "Prediction score", then click its header to sort.
 Stop:          kill \$(cat var/backend.pid); bash scripts/labelstudio.sh stop "$LS_DATA_DIR"
 MSG

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..console import details, step
 from ..model.chars import char_classes
 from ..model.alignment import encode_texts
 from ..model.network import EncoderStates, Head
@@ -43,10 +44,12 @@ def _atomic_write(target: Path, write) -> Path:
 
 def _export(module: torch.nn.Module, args: tuple, names: list[str], output: str, dynamic: dict, path: Path) -> None:
     module.eval()
-    program = torch.onnx.export(module, args, input_names=names, output_names=[output],
-                                dynamic_shapes=dynamic, dynamo=True, optimize=True, verbose=False)
-    # One file, no external data: the encoder is under 2 GB.
-    program.save(str(path), external_data=False)
+    # The exporter's warnings, optimizer logging and progress lines go to the details log.
+    with details(f"ONNX export of {type(module).__name__} to {path}"):
+        program = torch.onnx.export(module, args, input_names=names, output_names=[output],
+                                    dynamic_shapes=dynamic, dynamo=True, optimize=True, verbose=False)
+        # One file, no external data: the encoder is under 2 GB.
+        program.save(str(path), external_data=False)
 
 
 def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
@@ -67,8 +70,9 @@ def export_encoder(states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
     ids, mask, _ = sample_inputs(tokenizer, vocab)
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
     dynamic = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
-    return _atomic_write(path, lambda tmp: _export(states, (ids, mask), ENCODER_INPUTS, "token_states",
-                                                   dynamic, tmp))
+    with step("export ONNX: base encoder"):
+        return _atomic_write(path, lambda tmp: _export(states, (ids, mask), ENCODER_INPUTS, "token_states",
+                                                       dynamic, tmp))
 
 
 def export_head(head: Head, states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
@@ -79,7 +83,8 @@ def export_head(head: Head, states: EncoderStates, tokenizer, vocab, path: Path)
     dynamic = {"token_states": {0: batch, 1: tokens}, "token_mask": {0: batch, 1: tokens}}
     dynamic.update({k: {0: batch, 1: chars} for k in CHAR_INPUTS})
     args = (token_states.clone(), mask, *(f[k] for k in CHAR_INPUTS))
-    return _atomic_write(path, lambda tmp: _export(head, args, HEAD_INPUTS, "emissions", dynamic, tmp))
+    with step("export ONNX: model head"):
+        return _atomic_write(path, lambda tmp: _export(head, args, HEAD_INPUTS, "emissions", dynamic, tmp))
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -99,4 +104,5 @@ def quantize_int8(source: Path, target: Path) -> Path:
             quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Gather"])
 
-    return _atomic_write(target, write)
+    with step(f"quantize INT8: {source.stem}"), details(f"INT8 quantization of {source}"):
+        return _atomic_write(target, write)

