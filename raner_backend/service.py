@@ -286,9 +286,8 @@ class Backend:
     def train_project(self, project_id: int, report) -> dict:
         """One training job: pull annotations from Label Studio, fine-tune, guard, deploy."""
         from .training.annotations import examples_from_export
-        from .training.fine_tune import fine_tune
+        from .training.fine_tune import fine_tune, project_config
         from .training.ls_client import LabelStudioClient
-        from .training.trainer import TrainConfig
 
         client = LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
         report({"stage": "export"})
@@ -300,10 +299,7 @@ class Backend:
         current = self.registry.get(self.models.version(project_id))
         served = HeadBundle.load(current.path)
         tokenizer, encoder = self.runtime.load().tokenizer, self.runtime.encoder
-        # Lower rates than base training: the head starts trained, and the deploy guard's MSRA probe
-        # showed forgetting at the base rates.
-        cfg = TrainConfig(epochs=self.settings.train_epochs, max_steps=self.settings.train_max_steps,
-                          batch_chars=1024, patience=2, head_lr=5e-4, crf_lr=2e-3)
+        cfg = project_config(self.settings.train_epochs, self.settings.train_max_steps)
         report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
         result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
                            self.base_data("msra_test.txt", 300), cfg, project_types=schema.entity_types,

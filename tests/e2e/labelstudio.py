@@ -239,10 +239,20 @@ class BackendServer:
         resp.raise_for_status()
         return resp.json()
 
-    def versions(self) -> dict:
-        resp = requests.get(f"{self.url}/versions", timeout=10)
+    def versions(self, project: int | None = None) -> dict:
+        resp = requests.get(f"{self.url}/versions", params={"project": project} if project else None, timeout=10)
         resp.raise_for_status()
         return resp.json()
+
+    def predict(self, tasks: list[dict], project: int) -> list[dict]:
+        """``/predict`` as Label Studio calls it, for ``project`` (its config from ``/setup``)."""
+        resp = requests.post(f"{self.url}/predict", json={"tasks": tasks, "project": f"{project}.0"}, timeout=100)
+        resp.raise_for_status()
+        return resp.json()["results"]
+
+    def model_version(self, project: int) -> str:
+        """The version that serves ``project``."""
+        return self.versions(project)["current"]
 
 
 class LabelStudioApi:

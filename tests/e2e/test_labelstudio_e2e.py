@@ -2,7 +2,8 @@
 
 Needs ``.venv-ls`` (installed on first use by ``scripts/labelstudio.sh install``) and a ``MODEL_DIR``
 prepared with ``raner-backend setup`` (copied, never written to). ``RANER_SKIP_E2E=1`` skips it.
-Timings go to ``benchmarks/results/e2e_labelstudio.json``.
+Timings go to ``e2e_labelstudio.json`` in ``$RANER_RESULTS_DIR`` (``benchmarks/e2e.py`` sets it to
+benchmarks/results), else in a temporary folder.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from .labelstudio import BACKEND_BIN, REPO, BackendServer, LabelStudioApi, regio
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 LABELS = {"PER", "LOC", "ORG"}
-RESULTS_FILE = REPO / "benchmarks" / "results" / "e2e_labelstudio.json"
 TRAIN_TIMEOUT_S = 600
 N_ANNOTATED = 12
 
@@ -61,7 +62,12 @@ def gold_spans(text: str, entities: list[tuple[str, str]]) -> list[tuple[int, in
     return spans
 
 
-def check_prediction(pred: dict, text: str) -> None:
+def results_file() -> Path:
+    folder = os.environ.get("RANER_RESULTS_DIR")
+    return (Path(folder) if folder else Path(tempfile.gettempdir()) / "raner-e2e-results") / "e2e_labelstudio.json"
+
+
+def check_prediction(pred: dict, text: str, labels: set[str] = LABELS) -> None:
     """One Label Studio prediction of our backend: regions consistent with the text (code points)."""
     score = pred.get("score")
     assert isinstance(score, (int, float)) and 0.0 <= score <= 1.0, f"task score {score!r} not in [0, 1]"
@@ -74,8 +80,7 @@ def check_prediction(pred: dict, text: str) -> None:
         start, end = value.get("start"), value.get("end")
         assert isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text), (region, text)
         assert value.get("text") == text[start:end], (region, text, text[start:end])
-        labels = value.get("labels")
-        assert isinstance(labels, list) and len(labels) == 1 and labels[0] in LABELS, region
+        assert isinstance(value.get("labels"), list) and len(value["labels"]) == 1 and value["labels"][0] in labels, region
         region_score = region.get("score")
         assert isinstance(region_score, float) and math.isfinite(region_score), region
 
@@ -112,7 +117,7 @@ def corrected_result(pred: dict, text: str, gold: list[tuple[int, int, str]], fi
 
 
 def retrieve_and_check(api, pid: int, tasks: list[dict], version: str, text_of: dict, timings: dict,
-                       timing_key: str) -> dict:
+                       timing_key: str, labels: set[str] = LABELS) -> dict:
     """"Retrieve predictions" for the whole project; every task gets a valid one of ``version``."""
     started = time.monotonic()
     api.retrieve_predictions(pid)
@@ -121,13 +126,16 @@ def retrieve_and_check(api, pid: int, tasks: list[dict], version: str, text_of: 
     missing = [t["id"] for t in tasks if t["id"] not in found]
     assert not missing, f"tasks without a {version} prediction: {missing}"
     for task_id, pred in found.items():
-        check_prediction(pred, text_of[task_id])
+        check_prediction(pred, text_of[task_id], labels)
     return found
 
 
 def write_results(data: dict) -> None:
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Merged into the results file: each test adds its own part."""
+    path = results_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, **data}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def test_label_studio_round_trip(source_model_dir: Path, label_studio_install, label_studio, tmp_path: Path):
@@ -168,7 +176,7 @@ def test_label_studio_round_trip(source_model_dir: Path, label_studio_install, l
 
 
 def _round_trip(api, backend, pid, tasks, text_of, gold_of, timings, record):
-    v0 = backend.health()["model_version"]
+    v0 = backend.model_version(pid)
     assert v0, "the backend reports no model_version"
     record["version_before"] = v0
 
@@ -259,13 +267,15 @@ def _rank_command_orders_the_data_manager(api, backend, pid, unlabelled, timings
 
 
 def _wait_new_version(backend: BackendServer, pid: int, v0: str, started: float) -> tuple[str, dict]:
-    """Polls ``/health`` until the served model_version changes; fails early when the job ended without it."""
+    """Polls ``/health`` until the project's model_version changes; fails early when the job ended
+    without it."""
     deadline = started + TRAIN_TIMEOUT_S
     health: dict = {}
     while time.monotonic() < deadline:
         health = backend.health()
-        if health.get("model_version") not in (None, v0):
-            return health["model_version"], health
+        served = (health.get("projects") or {}).get(str(pid), health.get("model_version"))
+        if served not in (None, v0):
+            return served, health
         state = (health.get("training") or {}).get(str(pid)) or {}
         if state.get("state") == "idle" and state.get("jobs_started", 0) > 0:
             pytest.fail(f"training ended without a new version: error={state.get('last_error')!r} "
@@ -328,16 +338,15 @@ def test_faults_wrong_api_key_and_kill_9_during_training(source_model_dir: Path,
         backend.webhook({"action": "START_TRAINING", "project": {"id": pid}})
         state = _wait_job_done(backend, pid, jobs=1)
         assert state.get("last_error") is None, state
-        v1 = backend.health()["model_version"]
-        assert v1 != v0 and backend.versions()["versions"] == before + [v1]
+        v1 = backend.model_version(pid)
+        assert v1 != v0 == backend.health()["model_version"] and backend.versions()["versions"] == before + [v1]
         record["after_restart"] = {"served_before_retrain": v0, "served_after_retrain": v1}
     except BaseException:
         print(f"--- backend log ({backend.log_path}) ---\n{backend.log_tail(120)}")
         raise
     finally:
         backend.stop()
-    data = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
-    write_results({**data, "faults": record})
+    write_results({"faults": record})
 
 
 def _wait_first_epoch(backend: BackendServer, pid: int, timeout: float = 180) -> dict:
@@ -359,3 +368,117 @@ def _wait_job_done(backend: BackendServer, pid: int, jobs: int, timeout: float =
             return state
         time.sleep(0.5)
     pytest.fail(f"training job {jobs} of project {pid} did not finish within {timeout:.0f} s")
+
+
+PRODUCT_CONFIG = """<View>
+  <Labels name="label" toName="text">
+    <Label value="人物"/><Label value="地点"/><Label value="机构"/><Label value="产品"/>
+  </Labels>
+  <Text name="text" value="$text"/>
+</View>"""
+TO_CONFIG_LABEL = {"PER": "人物", "LOC": "地点", "ORG": "机构", "PRODUCT": "产品"}
+N_PRODUCT_TASKS, N_PRODUCT_ANNOTATED = 60, 45
+
+
+def product_sentences() -> list:
+    """Sentences of ``benchmarks/data/products_zh.jsonl`` that name a product, in file order."""
+    from raner_backend.model.data import read_surfaces
+
+    found = [e for e in read_surfaces(REPO / "benchmarks" / "data" / "products_zh.jsonl")
+             if any(s.label == "PRODUCT" for s in e.spans)]
+    return found[:N_PRODUCT_TASKS]
+
+
+def test_two_projects_one_backend_and_a_label_the_default_model_does_not_know(
+        source_model_dir: Path, label_studio, tmp_path: Path):
+    """Project 1 (PER/LOC/ORG) and project 2 (人物/地点/机构/产品) on one backend: project 2 trains,
+    learns 产品 and predicts it on tasks nobody annotated; project 1 keeps its model_version and
+    its predictions; each project's Data Manager sorts by its own scores."""
+    api = label_studio.api()
+    record: dict = {"tasks_project_2": N_PRODUCT_TASKS, "annotated_project_2": N_PRODUCT_ANNOTATED}
+    first_pid = api.create_project("raner news")
+    first_tasks = api.import_tasks(first_pid, TEXTS)
+    examples = product_sentences()
+    second_pid = api.create_project("raner products", config=PRODUCT_CONFIG)
+    second_tasks = api.import_tasks(second_pid, [e.text for e in examples])
+    backend = BackendServer(source_model_dir, tmp_path / "backend", label_studio.base_url, label_studio.token,
+                            extra_env={"TRAIN_THRESHOLD": "100000"})
+    try:
+        with backend:
+            _two_projects(api, backend, (first_pid, first_tasks), (second_pid, second_tasks, examples), record)
+    except BaseException:
+        print(f"--- backend log ({backend.log_path}) ---\n{backend.log_tail(120)}")
+        raise
+    finally:
+        write_results({"two_projects": record})
+
+
+def _two_projects(api, backend, first, second, record):
+    (first_pid, first_tasks), (second_pid, second_tasks, examples) = first, second
+    v0 = backend.model_version(first_pid)
+    assert backend.model_version(second_pid) == v0, "an untrained project is served by the default model"
+    first_ml = api.connect_backend(first_pid, backend.url)
+    second_ml = api.connect_backend(second_pid, backend.url)
+    first_text = {t["id"]: t["data"]["text"] for t in first_tasks}
+    second_text = {t["id"]: t["data"]["text"] for t in second_tasks}
+    timings: dict = {}
+    before = retrieve_and_check(api, first_pid, first_tasks, v0, first_text, timings, "retrieve_project_1")
+    unknown = retrieve_and_check(api, second_pid, second_tasks, v0, second_text, timings, "retrieve_project_2",
+                                 labels=set(TO_CONFIG_LABEL.values()))
+    assert not any(r["value"]["labels"] == ["产品"] for p in unknown.values() for r in p["result"]), \
+        "产品 is predicted before anyone taught it"
+
+    for task, example in zip(second_tasks[:N_PRODUCT_ANNOTATED], examples):
+        api.submit_annotation(task["id"], [
+            {"id": region_id(), "from_name": "label", "to_name": "text", "type": "labels", "origin": "manual",
+             "value": {"start": s.start, "end": s.end, "text": example.text[s.start:s.end],
+                       "labels": [TO_CONFIG_LABEL[s.label]]}} for s in example.spans])
+    started = time.monotonic()
+    api.train(second_ml)
+    v1, health = _wait_new_version(backend, second_pid, v0, started)
+    record["train_to_new_version_s"] = round(time.monotonic() - started, 1)
+    _wait_training_idle(backend, second_pid)
+    training = backend.health()["deployments"][-1]
+    record["deployment"] = training
+
+    # -- project 1 is untouched ------------------------------------------------------------------
+    assert backend.model_version(first_pid) == v0 and backend.health()["model_version"] == v0
+    assert api.get_project(first_pid).get("model_version") != v1
+    # Label Studio would not ask again (its tasks hold v0 predictions): ask the backend directly.
+    answer = backend.predict(first_tasks, first_pid)
+    assert [item["model_version"] for item in answer] == [v0] * len(first_tasks)
+    for task, item in zip(first_tasks, answer):
+        assert (_spans(item["result"]), round(item["score"], 4)) == (
+            _spans(before[task["id"]]["result"]), round(before[task["id"]]["score"], 4)), task
+
+    # -- project 2 predicts 产品 on tasks nobody annotated --------------------------------------------
+    unseen = second_tasks[N_PRODUCT_ANNOTATED:]
+    deadline = time.monotonic() + 60
+    while api.get_project(second_pid).get("model_version") != v1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert api.get_project(second_pid).get("model_version") == v1
+    learned = retrieve_and_check(api, second_pid, second_tasks, v1, second_text, timings, "retrieve_project_2_again",
+                                 labels=set(TO_CONFIG_LABEL.values()))
+    gold = {t["id"]: {(s.start, s.end) for s in e.spans if s.label == "PRODUCT"}
+            for t, e in zip(second_tasks, examples)}
+    found = {t["id"]: {(r["value"]["start"], r["value"]["end"]) for r in learned[t["id"]]["result"]
+                       if r["value"]["labels"] == ["产品"]} for t in unseen}
+    hits = sum(len(found[i] & gold[i]) for i in found)
+    record["unseen_tasks"] = len(unseen)
+    record["unseen_product_mentions"] = sum(len(gold[t["id"]]) for t in unseen)
+    record["unseen_product_found_exactly"] = hits
+    record["unseen_product_predicted"] = sum(map(len, found.values()))
+    assert hits >= record["unseen_product_mentions"] / 3, record
+
+    # -- each project's Data Manager follows its own scores -----------------------------------------
+    for pid, predictions in ((first_pid, before), (second_pid, learned)):
+        ordered = api.tasks_by_prediction_score(pid)
+        scores = [t.get("predictions_score") for t in ordered]
+        assert all(s is not None for s in scores) and scores == sorted(scores), scores
+        for task in ordered:
+            assert abs(task["predictions_score"] - predictions[task["id"]]["score"]) < 1e-3, task
+    record["seconds"] = timings
+
+
+def _spans(result: list[dict]) -> list[tuple]:
+    return sorted((r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in result)
