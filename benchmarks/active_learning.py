@@ -1,4 +1,4 @@
-"""Active-learning simulation on MSRA: entity F1 against the number of labelled sentences.
+"""Active-learning simulation on MSRA: entity F1 against the labelled sentences and characters.
 
 Cold start from the base encoder (no NER training at all). A pool of MSRA train sentences plays
 the unlabelled project; a random seed set is "labelled" (its gold entities revealed), then each
@@ -15,6 +15,20 @@ Uncertainty and embeddings are computed exactly as the serving path does (CRF ma
 shares the seed set, head initialisation, training config and test sample of a seed. Reported:
 per-run curves, mean/std/min/max per strategy, the area under the mean curve (normalised by the
 label range), and the labels entropy+diversity needs to reach random's final mean F1.
+
+A sentence is not a fixed cost: uncertain sentences tend to be longer and hold more entities, so
+each round also records the labelled characters and entity mentions (sums over the labelled
+sentences), and F1 is reported against characters as well:
+
+    char_curves   per strategy, mean/std/min/max F1 on one character grid shared by every run: the
+                  range all runs cover (from the largest seed set to the smallest final labelled
+                  set, in characters), at every character count where any run ended a round. Each
+                  run's F1 is interpolated linearly between its rounds, so the mean curve is exact
+                  at those points.
+    auc_chars     the trapezoid area under that mean curve divided by the character range (a mean
+                  F1 over the same range for every strategy).
+    chars_saved   the mean labelled characters each strategy has when its mean curve (per round:
+                  mean characters, mean F1) first reaches random's final mean F1, against random's.
 
     .venv/bin/python benchmarks/active_learning.py            # writes benchmarks/results/active_learning.{json,png}
 """
@@ -33,7 +47,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+from typing import TYPE_CHECKING, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,6 +67,9 @@ from raner_backend.model.tags import DEFAULT_SCHEME  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
 from raner_backend.training.base_model import build_items, feature_cache_dir  # noqa: E402
 from raner_backend.training.trainer import Item, TrainConfig, evaluate_items, item_emissions, train  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 STRATEGIES = ("random", "entropy", "entropy+diversity")
 COLOURS = {"random": "tab:gray", "entropy": "tab:orange", "entropy+diversity": "tab:blue"}
@@ -166,6 +183,11 @@ def train_config(args: argparse.Namespace, seed: int) -> TrainConfig:
                        patience=args.epochs, seed=seed)
 
 
+def annotation_cost(items: list[Item]) -> dict[str, int]:
+    """Characters read and entity mentions marked to label ``items``."""
+    return {"chars": sum(len(i.tags) for i in items), "entities": sum(len(i.spans) for i in items)}
+
+
 def run(strategy: str, seed: int, corpus: Corpus, args: argparse.Namespace,
         on_round: Callable[[dict], None]) -> None:
     """One simulated project: seed set, then ``args.rounds`` rounds of selection; ``on_round(point)``."""
@@ -174,51 +196,84 @@ def run(strategy: str, seed: int, corpus: Corpus, args: argparse.Namespace,
     for round_index in range(args.rounds + 1):
         started = time.time()
         head, crf = new_model(corpus, seed)
-        summary = train(head, crf, DEFAULT_SCHEME, [corpus.pool[i] for i in labelled], corpus.dev,
-                        train_config(args, seed))
+        labelled_items = [corpus.pool[i] for i in labelled]
+        summary = train(head, crf, DEFAULT_SCHEME, labelled_items, corpus.dev, train_config(args, seed))
         f1 = evaluate_items(head, crf, DEFAULT_SCHEME, corpus.test)["overall"]["f1"]
         trained = time.time()
         if round_index < args.rounds:
             labelled += select(strategy, labelled, args.batch, head, crf, corpus, rng)
-        on_round({"labels": args.seed_size + round_index * args.batch, "f1": f1, "steps": summary["steps"],
-                  "epochs": summary["epochs"], "dev_f1": summary["best_dev_f1"],
-                  "train_eval_s": round(trained - started, 1), "select_s": round(time.time() - trained, 1)})
+        on_round({"labels": args.seed_size + round_index * args.batch, **annotation_cost(labelled_items),
+                  "f1": f1, "steps": summary["steps"], "epochs": summary["epochs"],
+                  "dev_f1": summary["best_dev_f1"], "train_eval_s": round(trained - started, 1),
+                  "select_s": round(time.time() - trained, 1)})
+
+
+def spread(f1: list[np.ndarray]) -> dict[str, list[float]]:
+    """Mean/std (population)/min/max of each array of F1 values."""
+    return {"mean": [round(float(v.mean()), 4) for v in f1], "std": [round(float(v.std()), 4) for v in f1],
+            "min": [float(v.min()) for v in f1], "max": [float(v.max()) for v in f1]}
 
 
 def curves(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict]:
-    """Mean/std (population)/min/max F1 per label count, over the seeds that reached it."""
+    """F1 spread per label count over the seeds that reached it, with their mean characters and entities."""
     out = {}
     for strategy, per_seed in runs.items():
-        by_labels: dict[int, list[float]] = {}
+        by_labels: dict[int, list[dict]] = {}
         for points in per_seed.values():
             for p in points:
-                by_labels.setdefault(p["labels"], []).append(p["f1"])
+                by_labels.setdefault(p["labels"], []).append(p)
         labels = sorted(by_labels)
         if not labels:
             continue
-        f1 = [np.array(by_labels[n]) for n in labels]
-        out[strategy] = {"labels": labels, "mean": [round(float(v.mean()), 4) for v in f1],
-                         "std": [round(float(v.std()), 4) for v in f1], "min": [float(v.min()) for v in f1],
-                         "max": [float(v.max()) for v in f1], "seeds": [len(v) for v in f1]}
+        f1 = [np.array([p["f1"] for p in by_labels[n]]) for n in labels]
+        out[strategy] = {"labels": labels, **spread(f1), "seeds": [len(v) for v in f1],
+                         **{cost: [round(float(np.mean([p[cost] for p in by_labels[n]])), 1) for n in labels]
+                            for cost in ("chars", "entities")}}
     return out
 
 
-def area_under(curve: dict) -> float | None:
-    """Trapezoid area under the mean curve divided by the label range (a mean F1)."""
-    x, y = np.array(curve["labels"], float), np.array(curve["mean"])
-    if len(x) < 2:
+def char_grid(runs: dict[str, dict[str, list[dict]]]) -> np.ndarray:
+    """The character counts where any run ended a round, inside the range every run covers."""
+    per_run = [[p["chars"] for p in points] for per_seed in runs.values() for points in per_seed.values() if points]
+    if not per_run:
+        return np.array([])
+    low, high = max(c[0] for c in per_run), min(c[-1] for c in per_run)
+    if high <= low:
+        return np.array([])
+    return np.array(sorted({low, high, *(c for counts in per_run for c in counts if low <= c <= high)}), float)
+
+
+def char_curves(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict]:
+    """F1 spread per strategy on the shared character grid, each run interpolated linearly between rounds."""
+    grid = char_grid(runs)
+    if len(grid) < 2:  # runs that share no character range yet (e.g. the first round of the first run)
+        return {}
+    out = {}
+    for strategy, per_seed in runs.items():
+        on_grid = [np.interp(grid, [p["chars"] for p in points], [p["f1"] for p in points])
+                   for points in per_seed.values() if points]
+        if on_grid:
+            out[strategy] = {"chars": grid.astype(int).tolist(), **spread(list(np.array(on_grid).T)),
+                             "seeds": len(on_grid)}
+    return out
+
+
+def area_under(curve: dict, x: str = "labels") -> float | None:
+    """Trapezoid area under the mean curve against ``curve[x]`` divided by its range (a mean F1)."""
+    xs, y = np.array(curve[x], float), np.array(curve["mean"])
+    if len(xs) < 2:
         return None
-    return round(float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum() / (x[-1] - x[0])), 4)
+    return round(float(((y[1:] + y[:-1]) / 2 * np.diff(xs)).sum() / (xs[-1] - xs[0])), 4)
 
 
-def labels_to_reach(curve: dict, target: float) -> float | None:
-    """Labels at which the mean curve first reaches ``target`` (linear interpolation), else None."""
-    x, y = curve["labels"], curve["mean"]
+def cost_to_reach(curve: dict, target: float, x: str = "labels") -> float | None:
+    """``curve[x]`` at which the mean curve first reaches ``target`` (linear interpolation), else None."""
+    xs, y = curve[x], curve["mean"]
     for i, value in enumerate(y):
         if value >= target:
             if i == 0:
-                return float(x[0])
-            return float(x[i - 1] + (target - y[i - 1]) / (value - y[i - 1]) * (x[i] - x[i - 1]))
+                return float(xs[0])
+            return float(xs[i - 1] + (target - y[i - 1]) / (value - y[i - 1]) * (xs[i] - xs[i - 1]))
     return None
 
 
@@ -226,16 +281,28 @@ def labels_saved(curves_: dict[str, dict]) -> dict | None:
     if "random" not in curves_ or "entropy+diversity" not in curves_:
         return None
     target, random_labels = curves_["random"]["mean"][-1], curves_["random"]["labels"][-1]
-    needed = labels_to_reach(curves_["entropy+diversity"], target)
+    needed = cost_to_reach(curves_["entropy+diversity"], target)
     fraction = None if needed is None else round(needed / random_labels, 3)
     return {"target_f1": target, "random_labels": random_labels,
             "entropy+diversity_labels": None if needed is None else round(needed, 1), "fraction": fraction,
             "goal": "fraction <= 0.6", "met": fraction is not None and fraction <= 0.6}
 
 
+def chars_saved(curves_: dict[str, dict]) -> dict | None:
+    """Characters each selective strategy needs to reach random's final mean F1, against random's."""
+    if "random" not in curves_:
+        return None
+    target, random_chars = curves_["random"]["mean"][-1], curves_["random"]["chars"][-1]
+    needed = {s: cost_to_reach(c, target, "chars") for s, c in curves_.items() if s != "random"}
+    return {"target_f1": target, "random_chars": random_chars,
+            "chars": {s: None if n is None else round(n, 1) for s, n in needed.items()},
+            "fraction": {s: None if n is None else round(n / random_chars, 3) for s, n in needed.items()}}
+
+
 def report(args: argparse.Namespace, corpus: Corpus, runs: dict, started: float, complete: bool) -> dict:
     curves_ = curves(runs)
     auc = {s: area_under(c) for s, c in curves_.items()}
+    char_curves_ = char_curves(runs)
     auc_goal = None
     if auc.get("entropy") is not None and auc.get("entropy+diversity") is not None:
         auc_goal = {"goal": "AUC entropy+diversity > entropy", "met": auc["entropy+diversity"] > auc["entropy"]}
@@ -253,10 +320,25 @@ def report(args: argparse.Namespace, corpus: Corpus, runs: dict, started: float,
         "auc": auc,
         "auc_goal": auc_goal,
         "labels_saved": labels_saved(curves_),
+        "char_curves": char_curves_,
+        "auc_chars": {s: area_under(c, "chars") for s, c in char_curves_.items()},
+        "chars_saved": chars_saved(curves_),
         "seconds": round(time.time() - started, 1),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def draw_curves(ax: Axes, curves_: dict[str, dict], auc: dict[str, float | None], x: str) -> None:
+    """Mean F1 against ``curve[x]`` with its min–max band, one line per strategy."""
+    for strategy, c in curves_.items():
+        colour = COLOURS[strategy]
+        label = strategy if auc[strategy] is None else f"{strategy} (AUC {auc[strategy]:.3f})"
+        ax.plot(c[x], c["mean"], marker="o" if x == "labels" else None, color=colour, label=label)
+        ax.fill_between(c[x], c["min"], c["max"], color=colour, alpha=0.15)
+    ax.grid(alpha=0.3)
+    if curves_:  # char_curves stays empty until two runs share a character range
+        ax.legend(loc="lower right")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -265,24 +347,23 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (by_labels, by_chars) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    draw_curves(by_labels, result["curves"], result["auc"], "labels")
+    draw_curves(by_chars, result["char_curves"], result["auc_chars"], "chars")
+    # Where each round ended on average, also past the range every run covers (where the lines stop).
     for strategy, c in result["curves"].items():
-        colour = COLOURS[strategy]
-        auc = result["auc"][strategy]
-        label = strategy if auc is None else f"{strategy} (AUC {auc:.3f})"
-        ax.plot(c["labels"], c["mean"], marker="o", color=colour, label=label)
-        ax.fill_between(c["labels"], c["min"], c["max"], color=colour, alpha=0.15)
+        by_chars.plot(c["chars"], c["mean"], marker="o", linestyle="none", color=COLOURS[strategy], alpha=0.6)
     saved = result["labels_saved"]
     if saved:
-        ax.axhline(saved["target_f1"], color="tab:gray", linestyle=":", linewidth=1)
+        for ax in (by_labels, by_chars):
+            ax.axhline(saved["target_f1"], color="tab:gray", linestyle=":", linewidth=1)
     cfg = result["config"]
-    ax.set_xlabel("labelled sentences")
-    ax.set_ylabel(f"entity F1 on {cfg['test_sample']} msra_test sentences")
+    by_labels.set_xlabel("labelled sentences")
+    by_chars.set_xlabel("labelled characters (lines: range every run covers; dots: mean per round)")
+    by_labels.set_ylabel(f"entity F1 on {cfg['test_sample']} msra_test sentences")
     seeds = max(max(c["seeds"]) for c in result["curves"].values())
-    ax.set_title(f"Active learning from cold start (pool {cfg['pool']}, mean and min–max over {seeds} seeds)",
+    fig.suptitle(f"Active learning from cold start (pool {cfg['pool']}, mean and min–max over {seeds} seeds)",
                  fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -317,7 +398,8 @@ def main() -> int:
             run(strategy, seed, corpus, args, on_round)
     result = report(args, corpus, runs, started, complete=True)
     write(result, args.out)
-    log.info("AUC %s; labels saved %s; %.0f s", result["auc"], result["labels_saved"], result["seconds"])
+    log.info("AUC %s; labels saved %s; AUC per character %s; characters saved %s; %.0f s", result["auc"],
+             result["labels_saved"], result["auc_chars"], result["chars_saved"], result["seconds"])
     return 0
 
 
