@@ -38,7 +38,8 @@ from raner_backend.model.bundle import HeadBundle  # noqa: E402
 from raner_backend.model.data import msra_path, read_examples, read_tagged  # noqa: E402
 from raner_backend.service import default_model_folder  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
-from raner_backend.training.fine_tune import fine_tune, items_for, project_config, scores_of  # noqa: E402
+from raner_backend.training.fine_tune import (MAX_NEW_SHARE, fine_tune, items_for, project_config,  # noqa: E402
+                                              scores_of)
 from raner_backend.training.trainer import item_emissions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,17 +87,21 @@ def run(args) -> dict:
              reference["msra_test"]["overall"]["f1"], reference["uncertainty_auc"])
     cfg = dataclasses.replace(project_config(settings.train_epochs, settings.train_max_steps),
                               **json.loads(args.config))
-    runs = []
+    runs = json.loads((RESULTS / f"{args.name}.json").read_text())["runs"] if args.resume else []
+    done = {(r["seed"], r["sentences"], r["method"]) for r in runs}
     for seed in args.seeds:
         order = list(range(len(pool)))
         random.Random(seed).shuffle(order)
         for size in args.sizes:
             annotated = [pool[i] for i in order[:size]]
             for method in args.methods:
+                if (seed, size, method) in done or (method == "naive" and args.naive_seeds
+                                                    and seed not in args.naive_seeds):
+                    continue
                 started = time.time()
                 result = fine_tune(served, tokenizer, encoder, annotated, replay_pool, [],
                                    dataclasses.replace(cfg, seed=seed), project_types=OLD + (NEW,),
-                                   partial=method == "partial")
+                                   partial=method == "partial", project_share=args.project_share)
                 on_test = scores_of(result.bundle, test_items, OLD + (NEW,))
                 on_msra = scores_of(result.bundle, msra_items, OLD)
                 record = {"seed": seed, "sentences": size, "method": method,
@@ -183,9 +188,14 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--methods", nargs="+", default=["partial", "naive"], choices=["partial", "naive"])
+    parser.add_argument("--naive-seeds", type=int, nargs="*", default=[],
+                        help="run the naive way only for these seeds (default: every seed)")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
     parser.add_argument("--pool", type=int, default=300, help="sentences in the annotation pool (the rest: test)")
     parser.add_argument("--msra-sentences", type=int, default=2000, help="msra_test sentences for the old types")
     parser.add_argument("--name", default="new_type", help="results file name under benchmarks/results/")
+    parser.add_argument("--project-share", type=float, default=MAX_NEW_SHARE,
+                        help="share of each epoch from the project's annotations (the rest: MSRA replay)")
     parser.add_argument("--config", default="{}", help="JSON overrides of the service's TrainConfig (experiments)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(parser.parse_args())

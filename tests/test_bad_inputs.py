@@ -1,6 +1,6 @@
 """The catalogue of bad inputs: each gets a clear 4xx with a message, or is served correctly (2xx),
 never a 5xx. Outcomes are written to ``bad_inputs.json`` in a temporary folder, or in
-``$RANER_RESULTS_DIR`` when set (``benchmarks/bad_inputs.py`` sets it to benchmarks/results)."""
+``$RANER_RESULTS_DIR`` when set (``benchmarks/recorded_tests.py`` sets it to benchmarks/results)."""
 from __future__ import annotations
 
 import json

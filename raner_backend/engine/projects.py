@@ -42,21 +42,17 @@ class ProjectModels:
     # -- which version serves whom ---------------------------------------------------------------
     def version(self, project: int | None = None) -> str | None:
         """The name of the version that serves ``project`` (None: the default version)."""
+        own = self._own_version(project) if project is not None else None
         with self._lock:
-            known = project is None or project in self._own
-            name = self._own.get(project) if project is not None else self._default
-        if not known:
-            info = self.registry.pointed(project)
-            own = info.name if info is not None else None
-            with self._lock:
-                name = self._own.setdefault(project, own)
-        if name is None:
-            with self._lock:
-                name = self._default
-            if name is None:
-                info = self.registry.current()
-                name = info.name if info else None
-        return name
+            return own or self._default
+
+    def _own_version(self, project: int) -> str | None:
+        with self._lock:
+            if project in self._own:
+                return self._own[project]
+        pointed = self.registry.pointed(project)  # read once; this process owns the pointers after that
+        with self._lock:
+            return self._own.setdefault(project, pointed.name if pointed is not None else None)
 
     @property
     def ready(self) -> bool:

@@ -57,7 +57,8 @@ class TrainConfig:
     char_dropout: float = 0.1
     seed: int = 13
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
-    min_steps: int = 0  # at least this many steps: more epochs when the data is small
+    min_steps: int = 0  # at least this many steps: more epochs when the data is small ...
+    max_epochs: int = 30  # ... but no more than this many
 
 
 def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None,
@@ -157,7 +158,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     np_rng = np.random.default_rng(cfg.seed)
     optimizer = torch.optim.AdamW(parameter_groups(head, crf, cfg))
     steps_per_epoch = len(batches_of(train_items, cfg.batch_chars, False, rng))
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch)))
+    epochs = max(cfg.epochs, min(cfg.max_epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch))))
     total = steps_per_epoch * epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
@@ -204,7 +205,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         if scores["f1"] > state["best_f1"]:
             state["best_f1"], state["bad_epochs"] = scores["f1"], 0
             best_weights = {"head": _copy(head.state_dict()), "crf": _copy(crf.state_dict())}
-        else:
+        elif state["step"] >= cfg.min_steps:  # the step floor is trained whatever a small dev set says
             state["bad_epochs"] += 1
         if checkpoint_dir:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)

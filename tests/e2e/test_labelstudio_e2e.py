@@ -2,7 +2,7 @@
 
 Needs ``.venv-ls`` (installed on first use by ``scripts/labelstudio.sh install``) and a ``MODEL_DIR``
 prepared with ``raner-backend setup`` (copied, never written to). ``RANER_SKIP_E2E=1`` skips it.
-Timings go to ``e2e_labelstudio.json`` in ``$RANER_RESULTS_DIR`` (``benchmarks/e2e.py`` sets it to
+Timings go to ``e2e_labelstudio.json`` in ``$RANER_RESULTS_DIR`` (``benchmarks/recorded_tests.py`` sets it to
 benchmarks/results), else in a temporary folder.
 """
 from __future__ import annotations
