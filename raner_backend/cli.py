@@ -200,21 +200,27 @@ def cmd_predict(args, settings: Settings) -> int:
 
 
 def cmd_rank(args, settings: Settings) -> int:
+    from .active.project_queue import StageBars
     from .service import Backend
     from .training.ls_client import LabelStudioError
 
     backend = Backend(settings).start(install=False)
+    bars = None if args.quiet else StageBars()
     try:
-        report = backend.rank_project(args.project, progress=not args.quiet)
+        report = backend.rank_project(args.project, progress=bars)
     except LabelStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if bars is not None:
+            bars.close()
     if args.json:
         print(json.dumps({**report.summary(), "queue": [q.to_dict() for q in report.queue]},
                          ensure_ascii=False, indent=1))
         return 0
+    clusters = "" if report.clusters_stored else ", stored without clusters (too many tasks to store one by one)"
     print(f"project {report.project}: {len(report.queue)} unlabelled task(s) ranked with {report.model_version} "
-          f"({report.labelled} labelled, {report.skipped} skipped, {report.seconds:.1f} s); label first:")
+          f"({report.labelled} labelled, {report.skipped} skipped, {report.seconds:.1f} s{clusters}); label first:")
     print(f"{'#':>4} {'task':>8} {'score':>7} {'cluster':>7} {'H mean':>6} {'H max':>6} {'path':>6} {'div':>5}  text")
     for q in report.queue[: args.top]:
         u = q.uncertainty

@@ -343,16 +343,34 @@ class Backend:
         return note
 
     def rank_project(self, project_id: int, client=None, label_config: str | None = None,
-                     progress: bool = False) -> project_queue.QueueReport:
+                     progress: project_queue.Progress | None = None) -> project_queue.QueueReport:
         """Rank the project's unlabelled tasks with the version that serves it and store the queue in
-        Label Studio (scores, clusters, the project's model_version)."""
+        Label Studio (scores, clusters, the project's model_version). While it runs, /health →
+        ``rankings`` shows its stage and counts (``progress`` gets them too); then its summary."""
         from .training.ls_client import LabelStudioClient
 
         client = client or LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
         schema = self.schema_for(label_config or client.label_config(project_id))
-        report = project_queue.rank_project(client, project_id, self.models.predictor(project_id), schema,
-                                            self.settings.rank_clusters,
-                                            progress)
+        predictor = self.models.predictor(project_id)
+        started = time.monotonic()
+
+        def stage(name: str, done: int, total: int) -> None:
+            # a new dict each time: /health copies the map while this thread writes it
+            self.rankings[project_id] = {"project": project_id, "model_version": predictor.version, "stage": name,
+                                         "done": done, "total": total,
+                                         "seconds": round(time.monotonic() - started, 1)}
+            if progress is not None:
+                progress(name, done, total)
+
+        stage("predict", 0, 0)
+        try:
+            report = project_queue.rank_project(client, project_id, predictor, schema, self.settings.rank_clusters,
+                                                stage)
+        except Exception as exc:
+            running = self.rankings[project_id]
+            self.rankings[project_id] = {**running, "stage": "failed", "failed_in": running["stage"],
+                                         "error": type(exc).__name__}
+            raise
         self.rankings[project_id] = report.summary()
         return report
 
@@ -377,7 +395,7 @@ class Backend:
                 "loaded_models": self.models.loaded(),
                 "uptime_s": round(time.time() - self.started, 1),
                 "training": self.trainer.status() if self.trainer else {},
-                "deployments": self.deploy_notes[-5:], "rankings": self.rankings,
+                "deployments": self.deploy_notes[-5:], "rankings": dict(self.rankings),
                 "rollback": self.rollback_state}
 
 

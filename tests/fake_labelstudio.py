@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 
 from raner_backend.labeling import DEFAULT_LABEL_CONFIG
 
@@ -15,6 +16,7 @@ class FakeLabelStudio:
                         "labelled": i in labelled, "predictions": []} for i, t in enumerate(texts)]
         self.model_version = None
         self.deleted: list[int] = []
+        self.calls: Counter = Counter()  # the paged and bulk calls below, by name
 
     def label_config(self, project_id):
         return self.config
@@ -48,3 +50,25 @@ class FakeLabelStudio:
     def set_model_version(self, project_id, version):
         assert any(p["model_version"] == version for t in self.tasks_ for p in t["predictions"])
         self.model_version = version
+
+    # -- the paged and bulk calls that ranking makes, answered as Label Studio 1.23 does ------------
+    def task_page(self, project_id, page, page_size):
+        self.calls["task_page"] += 1
+        chunk = self.tasks_[(page - 1) * page_size : page * page_size]
+        return [{"id": t["id"], "data": json.loads(json.dumps(t["data"])), "labelled": t["labelled"],
+                 "versions": sorted({p["model_version"] for p in t["predictions"]})} for t in chunk], len(self.tasks_)
+
+    def delete_predictions_of_version(self, project_id, version):
+        self.calls["delete_predictions_of_version"] += 1
+        before = sum(len(t["predictions"]) for t in self.tasks_)
+        for t in self.tasks_:
+            t["predictions"] = [p for p in t["predictions"] if p["model_version"] != version]
+        return before - sum(len(t["predictions"]) for t in self.tasks_)
+
+    def import_predictions(self, project_id, predictions):
+        """Label Studio 1.23 stores ``result``, ``score`` and ``model_version`` only: no ``cluster``."""
+        self.calls["import_predictions"] += 1
+        by_id = {t["id"]: t for t in self.tasks_}
+        for p in predictions:
+            by_id[p["task"]]["predictions"].append({"id": next(self.ids), "model_version": p["model_version"],
+                                                    "score": p["score"], "cluster": None, "result": p["result"]})

@@ -1,10 +1,12 @@
 """Uncertainty + diversity ranking over a pool (raner_backend.active.ranking)."""
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
-from raner_backend.active.ranking import rank_by_uncertainty, rank_pool
+from raner_backend.active.ranking import TAU_SAMPLE, normalise, rank_by_uncertainty, rank_pool, redundancy_radius
 from raner_backend.active.uncertainty import uncertainty_from
 
 
@@ -74,3 +76,60 @@ def test_a_confident_text_without_entities_is_not_uncertain_and_length_does_not_
     short = uncertainty_from(np.full(10, 0.2, np.float32), 0.5)
     long = uncertainty_from(np.full(1000, 0.2, np.float32), 0.5 ** 100)
     assert long.value == pytest.approx(short.value, abs=1e-6)
+
+
+def clustered_pool(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(20, dim))
+    return (topics[rng.integers(0, 20, n)] + 0.7 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def exact_radius(unit: np.ndarray) -> float:
+    distances = (1.0 - unit @ unit.T) / 2.0
+    return 0.5 * float(np.median(distances[np.triu_indices(len(unit), k=1)]))
+
+
+def test_the_radius_is_exact_below_the_sample_size_and_close_above_it():
+    small = normalise(clustered_pool(TAU_SAMPLE - 1, 16), 0.0)
+    assert redundancy_radius(small) == pytest.approx(exact_radius(small), rel=1e-6)
+    large = clustered_pool(3000, 16, seed=1)
+    large = normalise(large, large.mean(axis=0))
+    sampled = redundancy_radius(large)
+    assert sampled == redundancy_radius(large), "a fixed seed: the same pool gives the same radius"
+    assert sampled == pytest.approx(exact_radius(large), rel=0.01)
+
+
+def test_labelled_tasks_compared_in_blocks_give_the_same_queue(monkeypatch):
+    from raner_backend.active import ranking
+
+    rng = np.random.default_rng(2)
+    u, emb, labelled = rng.random(200), clustered_pool(200, 16), clustered_pool(600, 16, seed=3)
+    blocks = rank_pool(u, emb, labelled=labelled)
+    monkeypatch.setattr(ranking, "LABELLED_BLOCK", 10**6)
+    whole = rank_pool(u, emb, labelled=labelled)
+    assert blocks.order.tolist() == whole.order.tolist()
+    assert np.allclose(blocks.score, whole.score)
+
+
+def test_ranking_a_large_pool_needs_memory_linear_in_the_pool():
+    """10,000 tasks and 3,000 labelled: an n x n float32 matrix alone would be 400 MB, n x labelled 120 MB."""
+    rng = np.random.default_rng(4)
+    u, emb, labelled = rng.random(10_000), clustered_pool(10_000, 64), clustered_pool(3_000, 64, seed=5)
+    tracemalloc.start()
+    try:
+        ranking = rank_pool(u, emb, labelled=labelled, horizon=200)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sorted(ranking.order.tolist()) == list(range(10_000))
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MB"
+
+
+def test_exact_copies_keep_every_score_between_0_and_1():
+    """Label Studio drops a prediction whose score is above 1; float32 rounding can put a copy's
+    distance a hair below 0."""
+    rng = np.random.default_rng(6)
+    emb = np.repeat(rng.normal(size=(30, 64)).astype(np.float32), 4, axis=0)
+    u = rng.random(len(emb))
+    ranking = rank_pool(u, emb, labelled=emb[::7])
+    assert np.all((ranking.score >= 0.0) & (ranking.score <= 1.0)) and np.all(ranking.diversity >= 0.0)

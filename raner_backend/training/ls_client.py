@@ -8,6 +8,9 @@ import logging
 log = logging.getLogger(__name__)
 
 
+TASK_PAGE_FIELDS = "id,data,is_labeled,total_annotations,predictions_model_versions"
+
+
 class LabelStudioError(RuntimeError):
     pass
 
@@ -54,12 +57,20 @@ class LabelStudioClient:
             raise LabelStudioError("Label Studio export is not a list of tasks")
         return tasks
 
-    def tasks(self, project_id: int) -> list[dict]:
-        """Every task of the project as ``{"id", "data", "labelled", "predictions": [{"id", "model_version"}]}``."""
+    def task_page(self, project_id: int, page: int, page_size: int) -> tuple[list[dict], int]:
+        """One page of the project's tasks (in id order) as ``{"id", "data", "labelled", "versions"}``
+        (``versions``: the model versions of its predictions), and the project's task count. Only
+        those fields travel: ``fields="all"`` is what makes Label Studio compute
+        ``predictions_model_versions``, ``include`` keeps the predictions themselves out."""
         def listing():
-            return [{"id": t.id, "data": t.data, "labelled": bool(t.is_labeled or (t.total_annotations or 0) > 0),
-                     "predictions": [prediction_ref(p) for p in (getattr(t, "predictions", None) or [])]}
-                    for t in self.client.tasks.list(project=project_id, fields="all")]
+            try:
+                pager = self.client.tasks.list(project=project_id, page=page, page_size=page_size, fields="all",
+                                               include=TASK_PAGE_FIELDS)
+            except Exception as exc:
+                if page > 1 and getattr(exc, "status_code", None) == 404:  # tasks deleted while we read
+                    return [], 0
+                raise
+            return [task_ref(t) for t in pager.items or []], int(pager.response.total or 0)
 
         return self._call("task list", listing)
 
@@ -69,14 +80,37 @@ class LabelStudioClient:
         self._call("prediction upload", lambda: self.client.predictions.create(
             task=task_id, result=result, score=score, model_version=version, **extra))
 
-    def delete_prediction(self, prediction_id: int) -> None:
-        self._call("prediction delete", lambda: self.client.predictions.delete(id=prediction_id))
+    def import_predictions(self, project_id: int, predictions: list[dict]) -> None:
+        """Many ``{"task", "result", "score", "model_version"}`` in one request. Label Studio 1.23
+        drops any ``cluster`` here, and drops a prediction it finds invalid (a score above 1, a label
+        not in the config) without an error: only its count of those created tells."""
+        answer = self._call("prediction import", lambda: self.client.projects.import_predictions(
+            id=project_id, request=predictions))
+        created = getattr(answer, "created", None)
+        if created is not None and created < len(predictions):
+            log.warning("Label Studio stored %d of %d predictions in project %s: it dropped invalid ones",
+                        created, len(predictions), project_id)
+
+    def delete_predictions_of_version(self, project_id: int, version: str) -> int:
+        """Every prediction of ``version`` in the project, in one request; returns how many. The SDK has
+        no method for ``DELETE /api/projects/{id}/model-versions/`` (its HTTP client carries the auth).
+        Label Studio also clears the project's ``model_version`` when it was that version."""
+        def delete():
+            response = self.client._client_wrapper.httpx_client.request(
+                f"api/projects/{project_id}/model-versions/", method="DELETE", json={"model_version": version})
+            response.raise_for_status()
+            return int(response.json().get("deleted_predictions", 0))
+
+        return self._call("prediction delete", delete)
 
     def set_model_version(self, project_id: int, version: str) -> None:
         self._call("model_version update", lambda: self.client.projects.update(id=project_id, model_version=version))
 
 
-def prediction_ref(prediction) -> dict:
-    """``{"id", "model_version"}`` of a prediction listed with a task (a dict or an SDK object)."""
-    get = prediction.get if isinstance(prediction, dict) else lambda key: getattr(prediction, key, None)
-    return {"id": get("id"), "model_version": get("model_version")}
+def task_ref(task) -> dict:
+    """What ranking reads of a listed task (an SDK object). Label Studio joins the versions with ","
+    on SQLite and ", " on PostgreSQL."""
+    versions = getattr(task, "predictions_model_versions", None) or ""
+    return {"id": task.id, "data": task.data,
+            "labelled": bool(getattr(task, "is_labeled", False) or (getattr(task, "total_annotations", 0) or 0) > 0),
+            "versions": [v.strip() for v in versions.split(",") if v.strip()]}
