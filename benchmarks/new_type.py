@@ -92,33 +92,32 @@ def run(args) -> dict:
     for seed in args.seeds:
         order = list(range(len(pool)))
         random.Random(seed).shuffle(order)
-        for size in args.sizes:
+        for method, size in ((m, n) for m in args.methods for n in args.sizes):
             annotated = [pool[i] for i in order[:size]]
-            for method in args.methods:
-                if (seed, size, method) in done or (method == "naive" and args.naive_seeds
-                                                    and seed not in args.naive_seeds):
-                    continue
-                started = time.time()
-                result = fine_tune(served, tokenizer, encoder, annotated, replay_pool, [],
-                                   dataclasses.replace(cfg, seed=seed), project_types=OLD + (NEW,),
-                                   partial=method == "partial", project_share=args.project_share)
-                on_test = scores_of(result.bundle, test_items, OLD + (NEW,))
-                on_msra = scores_of(result.bundle, msra_items, OLD)
-                record = {"seed": seed, "sentences": size, "method": method,
-                          "characters": sum(len(e.text) for e in annotated),
-                          "entities": sum(len(e.spans) for e in annotated),
-                          "new_type_mentions": sum(s.label == NEW for e in annotated for s in e.spans),
-                          "new_type_f1": on_test["per_type"].get(NEW, {}).get("f1", 0.0),
-                          "new_type": on_test["per_type"].get(NEW, {}), "test_f1": on_test["overall"]["f1"],
-                          "msra_old_f1": on_msra["overall"]["f1"],
-                          "msra_old_drop_points": round(100 * (reference["msra_test"]["overall"]["f1"]
-                                                               - on_msra["overall"]["f1"]), 2),
-                          "uncertainty_auc": round(uncertainty_auc(result.bundle, test_items), 4),
-                          "deployed": result.deploy, "train_seconds": round(time.time() - started, 1),
-                          "epochs": result.figures["epochs"]}
-                runs.append(record)
-                log.info("%s", json.dumps(record, ensure_ascii=False))
-                write(args, reference, runs)
+            if (seed, size, method) in done or (method == "naive" and args.naive_seeds
+                                                and seed not in args.naive_seeds):
+                continue
+            started = time.time()
+            result = fine_tune(served, tokenizer, encoder, annotated, replay_pool, [],
+                               dataclasses.replace(cfg, seed=seed), project_types=OLD + (NEW,),
+                               partial=method == "partial", project_share=args.project_share)
+            on_test = scores_of(result.bundle, test_items, OLD + (NEW,))
+            on_msra = scores_of(result.bundle, msra_items, OLD)
+            record = {"seed": seed, "sentences": size, "method": method,
+                      "characters": sum(len(e.text) for e in annotated),
+                      "entities": sum(len(e.spans) for e in annotated),
+                      "new_type_mentions": sum(s.label == NEW for e in annotated for s in e.spans),
+                      "new_type_f1": on_test["per_type"].get(NEW, {}).get("f1", 0.0),
+                      "new_type": on_test["per_type"].get(NEW, {}), "test_f1": on_test["overall"]["f1"],
+                      "msra_old_f1": on_msra["overall"]["f1"],
+                      "msra_old_drop_points": round(100 * (reference["msra_test"]["overall"]["f1"]
+                                                           - on_msra["overall"]["f1"]), 2),
+                      "uncertainty_auc": round(uncertainty_auc(result.bundle, test_items), 4),
+                      "deployed": result.deploy, "train_seconds": round(time.time() - started, 1),
+                      "epochs": result.figures["epochs"]}
+            runs.append(record)
+            log.info("%s", json.dumps(record, ensure_ascii=False))
+            write(args, reference, runs)
     return write(args, reference, runs)
 
 

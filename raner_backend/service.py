@@ -127,6 +127,7 @@ class Backend:
         self._schemas: dict[str, LabelSchema] = {}
         self._base_data: dict[str, tuple] = {}
         self._configs_lock = threading.Lock()
+        self._ranking_lock = threading.Lock()
         self.started = time.time()
         self.deploy_notes: list[dict] = []
         self.rankings: dict[int, dict] = {}
@@ -181,7 +182,35 @@ class Backend:
             with self._configs_lock:
                 self.project_configs[pid] = schema_xml
         self.models.prepare(pid)  # Label Studio sends /setup before it asks for predictions
+        if pid is not None:
+            self._rank_on_connect(pid)
         return {"model_version": self.models.version(pid)}
+
+    def _rank_on_connect(self, pid: int) -> None:
+        """Rank a newly connected project in the background, once per served version. Label Studio
+        sets a project's model_version to the backend's title on connect and its Data Manager counts
+        only predictions of that version, so without this an untrained project shows no scores and
+        no queue; and a large project finds its predictions stored before "Retrieve predictions"
+        (one request with every task, cut off after 100 s) would have to compute them."""
+        if not (self.settings.rank_on_connect and self.settings.label_studio_api_key):
+            return
+        version = self.models.version(pid)
+        with self._configs_lock:
+            last = self.rankings.get(pid, {})
+            if last.get("model_version") == version and last.get("stage") != "failed":
+                return
+            self.rankings[pid] = {"project": pid, "model_version": version, "stage": "queued"}
+        threading.Thread(target=self._rank_in_background, args=(pid,), name=f"rank-{pid}", daemon=True).start()
+
+    def _rank_in_background(self, pid: int) -> None:
+        with self._ranking_lock:  # one connect ranking at a time: they share the CPU with serving
+            try:
+                self.rank_project(pid)
+            except Exception as exc:  # shown in /health; the next /setup tries again
+                log.warning("could not rank project %s on connect: %s: %s", pid, type(exc).__name__, exc)
+                with self._configs_lock:
+                    if self.rankings[pid].get("stage") != "failed":
+                        self.rankings[pid] = {**self.rankings[pid], "stage": "failed", "error": type(exc).__name__}
 
     # -- predictions -------------------------------------------------------------------------
     def predict_tasks(self, tasks: Sequence[Any], label_config: Any, project: Any) -> list[Prediction]:

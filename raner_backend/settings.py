@@ -34,6 +34,7 @@ class Settings:
     train_max_steps: int = 0
     max_request_bytes: int = 8 * 1024 * 1024
     rank_after_deploy: bool = True  # rank the project's unlabelled tasks after each deployment
+    rank_on_connect: bool = True  # ... and when a project connects (its first /setup for a version)
     rank_clusters: int = 10
     num_threads: int = 0  # 0: onnxruntime/torch defaults
     log_level: str = "INFO"

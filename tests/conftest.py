@@ -63,7 +63,7 @@ def tiny_settings(tiny_model, tmp_path):
     root, base = tiny_model
     settings = Settings(model_dir=tmp_path / "models", cache_dir=root / "cache", base_model=str(base),
                         label_studio_url="http://127.0.0.1:9", label_studio_api_key="secret-token-123",
-                        train_debounce_s=0.2, train_threshold=3)
+                        train_debounce_s=0.2, train_threshold=3, rank_on_connect=False)
     registry = Registry(settings.model_dir)
     staging = registry.new_staging()
     for f in ("head.safetensors", "head_config.json", "head.onnx"):

@@ -188,3 +188,28 @@ def test_a_project_learns_its_own_label_and_other_projects_keep_their_model(tiny
     assert after == before, "project 2 is served exactly as before"
     health = client.get("/health").json
     assert health["projects"] == {"12": info.name} and info.name in health["loaded_models"]
+
+
+def test_a_connecting_project_is_ranked_once_per_version_so_label_studio_can_sort_it(tiny_settings, monkeypatch):
+    import dataclasses
+
+    from raner_backend.labeling import DEFAULT_LABEL_CONFIG
+    from raner_backend.server.app import create_app
+    from raner_backend.service import Backend
+
+    fake = FakeLabelStudio(["张伟在北京工作。", "李娜去了上海。", "今天天气很好。"])
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
+    backend = Backend(dataclasses.replace(tiny_settings, rank_on_connect=True)).start()
+    client = create_app(backend).test_client()
+    for _ in range(3):  # Label Studio sends /setup two or three times on connect
+        assert client.post("/setup", json={"project": "6.17", "schema": DEFAULT_LABEL_CONFIG}).status_code == 200
+    deadline = time.time() + 60
+    while backend.rankings.get(6, {}).get("stage") not in ("done", "failed") and time.time() < deadline:
+        time.sleep(0.1)
+    assert backend.rankings[6]["stage"] == "done", backend.rankings
+    assert fake.model_version == backend.models.version(6)
+    assert all(len(t["predictions"]) == 1 for t in fake.tasks_), "every task has one prediction of the version"
+    imports = json.dumps(fake.calls)
+    client.post("/setup", json={"project": "6.17", "schema": DEFAULT_LABEL_CONFIG})
+    time.sleep(0.5)
+    assert json.dumps(fake.calls) == imports, "the same version is not ranked again"

@@ -33,7 +33,8 @@ from .trainer import Item, TrainConfig, predict_spans, train
 log = logging.getLogger(__name__)
 
 MAX_NEW_SHARE = 0.15  # project data is at most ~15 % of each epoch; the rest is replayed base data
-MIN_STEPS = 150  # a project's training runs at least this many steps (at most TrainConfig.max_epochs)
+MIN_STEPS = 100  # a project's training makes at least this many optimizer steps ...
+MAX_REPEATS = 20  # ... by showing its examples up to this many times an epoch
 NEW_TYPE_OUT_LR = 5e-3  # output layers' rate while a new type is learned (benchmarks/new_type.py)
 MIN_TYPE_SUPPORT = 5  # held-out mentions a type needs before the guard reads its own F1
 MAX_TYPE_DROP = 0.10  # ... and how much of it a candidate may lose
@@ -76,11 +77,21 @@ def open_tags_of(scheme: TagScheme, speaks_for: Sequence[str]) -> tuple[int, ...
 
 def project_config(epochs: int, max_steps: int = 0) -> TrainConfig:
     """How "Start Training" fine-tunes a project's model. Lower rates than base training: the
-    head starts trained, and the deploy guard's MSRA probe showed forgetting at the base rates. At
-    least ``MIN_STEPS`` steps: a few dozen annotations make an epoch of a handful of steps, too few
-    to learn a new type (benchmarks/new_type.py: PRODUCT F1 0.54 -> 0.61 from 50 sentences)."""
-    return TrainConfig(epochs=epochs, max_steps=max_steps, min_steps=MIN_STEPS, batch_chars=1024, patience=2,
-                       head_lr=5e-4, crf_lr=2e-3)
+    head starts trained, and the deploy guard's MSRA probe showed forgetting at the base rates."""
+    return TrainConfig(epochs=epochs, max_steps=max_steps, batch_chars=1024, patience=2, head_lr=5e-4, crf_lr=2e-3)
+
+
+def project_repeats(train_ex: Sequence[Example], replay_pool: Sequence[Example], cfg: TrainConfig,
+                    share: float) -> int:
+    """How many times an epoch shows the project's examples (with as many times the replay), so
+    that the epochs make at least ``MIN_STEPS`` steps. A few dozen annotations make epochs of a
+    handful of steps, too few to learn a new type (benchmarks/results/new_type_pilots.json: PRODUCT
+    F1 0.54 -> 0.61 from 50 sentences with more steps); repeating them with fresh replay, rather
+    than more epochs over the same few replayed sentences, keeps the old types from being forgotten."""
+    replay_chars = sum(len(e.text) for e in replay_pool[:500]) / max(1, min(500, len(replay_pool)))
+    chars = sum(len(e.text) for e in train_ex) + len(train_ex) * (1 - share) / share * replay_chars
+    steps = cfg.epochs * chars / cfg.batch_chars
+    return max(1, min(MAX_REPEATS, math.ceil(MIN_STEPS / max(1.0, steps))))
 
 
 def split_held_out(examples: Sequence, share: float, seed: int) -> tuple[list, list]:
@@ -114,13 +125,14 @@ def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example]
     train_ex, held_ex = split_held_out(list(project), held_out_share, cfg.seed)
     if not train_ex:
         train_ex = list(project)
-    n_replay = min(len(replay_pool), math.ceil(len(train_ex) * (1 - project_share) / project_share))
+    repeats = project_repeats(train_ex, replay_pool, cfg, project_share)
+    n_replay = min(len(replay_pool), math.ceil(len(train_ex) * repeats * (1 - project_share) / project_share))
     replay = random.Random(cfg.seed).sample(list(replay_pool), n_replay) if n_replay else []
     candidate = served.with_entity_types(project_types)
     new_types = [t for t in candidate.scheme.entity_types if t not in served.scheme.entity_types]
     if new_types and not cfg.out_lr:
         cfg = dataclasses.replace(cfg, out_lr=NEW_TYPE_OUT_LR)
-    train_items = (items_for(tokenizer, encoder, candidate, train_ex, project_types if partial else ())
+    train_items = (items_for(tokenizer, encoder, candidate, train_ex, project_types if partial else ()) * repeats
                    + items_for(tokenizer, encoder, candidate, replay, replay_types if partial else ()))
     held_items = items_for(tokenizer, encoder, candidate, held_ex)
     probe_items = items_for(tokenizer, encoder, candidate, probe)
@@ -132,6 +144,7 @@ def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example]
              "probe": scores_of(candidate, probe_items, replay_types)}
     figures = {"served": _f1s(before), "candidate": _f1s(after), "project_examples": len(project),
                "train_examples": len(train_ex), "held_out_examples": len(held_ex), "replay_examples": len(replay),
+               "project_repeats": repeats,
                "entity_types": list(candidate.scheme.entity_types), "new_types": new_types,
                "partial_labels": partial, "epochs": summary["epochs"], "steps": summary["steps"],
                "history": summary["history"], "seconds": round(time.time() - started, 1)}

@@ -57,8 +57,6 @@ class TrainConfig:
     char_dropout: float = 0.1
     seed: int = 13
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
-    min_steps: int = 0  # at least this many steps: more epochs when the data is small ...
-    max_epochs: int = 30  # ... but no more than this many
 
 
 def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None,
@@ -158,8 +156,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     np_rng = np.random.default_rng(cfg.seed)
     optimizer = torch.optim.AdamW(parameter_groups(head, crf, cfg))
     steps_per_epoch = len(batches_of(train_items, cfg.batch_chars, False, rng))
-    epochs = max(cfg.epochs, min(cfg.max_epochs, math.ceil(cfg.min_steps / max(1, steps_per_epoch))))
-    total = steps_per_epoch * epochs
+    total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     warmup = max(1, int(total * cfg.warmup))
@@ -174,11 +171,11 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         state, best_weights = saved["state"], saved["best"]
         rng.setstate(saved["rng"])
         log.info("resumed from epoch %d step %d (best dev F1 %.4f)", state["epoch"], state["step"], state["best_f1"])
-    while state["epoch"] < epochs and state["bad_epochs"] < cfg.patience and state["step"] < total:
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and state["step"] < total:
         head.train(); crf.train()
         epoch_batches = batches_of(train_items, cfg.batch_chars, shuffle=True, rng=rng)
         losses = []
-        bar = tqdm(epoch_batches, desc=f"epoch {state['epoch'] + 1}/{epochs}", leave=False)
+        bar = tqdm(epoch_batches, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng, scheme.num_tags)
             emissions = run_head(head, states, f)
@@ -205,7 +202,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         if scores["f1"] > state["best_f1"]:
             state["best_f1"], state["bad_epochs"] = scores["f1"], 0
             best_weights = {"head": _copy(head.state_dict()), "crf": _copy(crf.state_dict())}
-        elif state["step"] >= cfg.min_steps:  # the step floor is trained whatever a small dev set says
+        else:
             state["bad_epochs"] += 1
         if checkpoint_dir:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
