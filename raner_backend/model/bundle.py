@@ -120,11 +120,7 @@ def _stand_ins(tag: int, old: TagScheme) -> list[int]:
     if tag < old.num_tags:
         return [tag]
     role = (tag - 1) % 2
-    return [1 + 2 * k + role for k in range(len(old.entity_types))]
-
-
-def _type_of(tag: int) -> int | None:
-    return None if tag == 0 else (tag - 1) // 2
+    return [old.begin(kind) + role for kind in old.entity_types]
 
 
 def _grown_linear(out: torch.nn.Linear, old: TagScheme, scheme: TagScheme) -> torch.nn.Linear:
@@ -147,9 +143,9 @@ def _grown_crf(crf: CRF, old: TagScheme, scheme: TagScheme) -> CRF:
             grown.start[i] = crf.start[_stand_ins(i, old)].mean()
             grown.end[i] = crf.end[_stand_ins(i, old)].mean()
             for j in range(n):
-                one_type = _type_of(i) is not None and _type_of(i) == _type_of(j)
+                one_type = scheme.type_index(i) is not None and scheme.type_index(i) == scheme.type_index(j)
                 pairs = [(a, b) for a in _stand_ins(i, old) for b in _stand_ins(j, old)
-                         if (_type_of(a) is not None and _type_of(a) == _type_of(b)) == one_type]
+                         if (old.type_index(a) is not None and old.type_index(a) == old.type_index(b)) == one_type]
                 grown.transitions[i, j] = torch.stack([crf.transitions[a, b] for a, b in pairs]).mean()
     return grown.eval()
 

@@ -34,6 +34,11 @@ class TagScheme:
     def begin(self, entity_type: str) -> int:
         return 1 + 2 * self.entity_types.index(entity_type)
 
+    @staticmethod
+    def type_index(tag: int) -> int | None:
+        """Which entity type (by position) a tag belongs to; None for ``O``."""
+        return None if tag == 0 else (tag - 1) // 2
+
     def allowed_transitions(self) -> np.ndarray:
         """``allowed[i, j]``: tag ``j`` may follow tag ``i`` (``I-X`` only after ``B-X``/``I-X``)."""
         n = self.num_tags
@@ -66,7 +71,7 @@ class TagScheme:
         start, current = None, None
         for i, tag in enumerate(list(tag_ids) + [0]):
             tag = int(tag)
-            kind = self.entity_types[(tag - 1) // 2] if tag else None
+            kind = self.entity_types[self.type_index(tag)] if tag else None
             continues = tag and tag % 2 == 0 and kind == current
             if start is not None and not continues:
                 spans.append(Span(start, i, current))

@@ -71,8 +71,8 @@ def items_for(tokenizer, encoder, bundle: HeadBundle, examples: Sequence[Example
 
 def open_tags_of(scheme: TagScheme, speaks_for: Sequence[str]) -> tuple[int, ...]:
     """The B and I tags of every type of ``scheme`` not in ``speaks_for``."""
-    return tuple(tag for k, kind in enumerate(scheme.entity_types) if kind not in speaks_for
-                 for tag in (1 + 2 * k, 2 + 2 * k))
+    return tuple(tag for kind in scheme.entity_types if kind not in speaks_for
+                 for tag in (scheme.begin(kind), scheme.begin(kind) + 1))
 
 
 def project_config(epochs: int, max_steps: int = 0) -> TrainConfig:
