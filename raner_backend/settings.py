@@ -33,6 +33,7 @@ class Settings:
     train_epochs: int = 4
     train_max_steps: int = 0
     max_request_bytes: int = 8 * 1024 * 1024
+    predict_timeout_s: float = 100.0  # Label Studio's ML_TIMEOUT_PREDICT: a /predict past it has lost its caller (0: no limit)
     rank_after_deploy: bool = True  # rank the project's unlabelled tasks after each deployment
     rank_on_connect: bool = True  # ... and when a project connects (its first /setup for a version)
     rank_clusters: int = 10

@@ -193,3 +193,20 @@ def test_a_project_version_cannot_serve_another_project_or_the_default(client, t
     assert client.get("/versions?project=2").json["versions"] == [tiny_backend.models.version()]
     listed = client.get("/versions?project=1").json
     assert listed["versions"] == [tiny_backend.models.version(), own["version"]] and listed["current"] == own["version"]
+
+
+def test_a_predict_that_outlives_its_caller_stops_with_503(tiny_settings, monkeypatch):
+    import dataclasses
+
+    from raner_backend import service
+    from raner_backend.server.app import create_app
+
+    monkeypatch.setattr(service, "PREDICT_CHUNK", 2)
+    backend = service.Backend(dataclasses.replace(tiny_settings, predict_timeout_s=1e-6)).start()
+    client = create_app(backend).test_client()
+    texts = ["马云在杭州创办了阿里巴巴。", "今天天气很好。", "腾讯总部位于深圳。"]
+    r = client.post("/predict", json=predict_body(texts))
+    assert r.status_code == 503
+    assert "2 of 3 tasks" in r.json["error"] and "PREDICT_TIMEOUT_S" in r.json["error"]
+    within_one_chunk = client.post("/predict", json=predict_body(texts[:2]))
+    assert within_one_chunk.status_code == 200 and len(within_one_chunk.json["results"]) == 2

@@ -128,3 +128,31 @@ def test_a_compact_model_stores_int8_weights_and_predicts_the_same(top_model, tm
     assert gap < 0.02 * scale
     spans = [[[(e.start, e.end, e.label) for e in r.entities] for r in p.predict(TEXTS)] for p in (full, compact)]
     assert spans[0] == spans[1]
+
+
+def test_the_base_encoder_stops_at_the_highest_layer_a_head_reads(top_model):
+    folder, runtime = top_model
+    head = HeadBundle.load(folder).head.eval()
+    assert head.cfg.base_layers == (1,)
+    ids, mask = _tokens(runtime, TEXTS)
+    with torch.inference_mode():
+        full = runtime.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        partial = EncoderStates(runtime.encoder, (1,))
+        assert len(partial.encoder.encoder.layer) == 1
+        assert len(runtime.encoder.encoder.layer) == 2  # the shared encoder is left whole
+        only_base = partial(ids, mask)
+        with_last = EncoderStates(runtime.encoder, (1, 2))(ids, mask)
+    real = mask.bool()
+    assert torch.allclose(only_base[:, :, 0][real], full[1][real], atol=1e-6)
+    f = _char_inputs(runtime, folder)
+    with torch.inference_mode():
+        a = head(only_base, mask, *f)
+        b = head(with_last, mask, *f)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def _char_inputs(runtime, folder):
+    from raner_backend.engine.export import sample_inputs
+
+    _, _, f = sample_inputs(runtime.tokenizer, HeadBundle.load(folder).vocab, TEXTS)
+    return [f[k] for k in ("char_token", "char_piece", "char_ids", "char_class")]

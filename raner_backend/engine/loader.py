@@ -75,7 +75,7 @@ def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path) -> 
     path = folder / HEAD_ONNX
     if not path.exists():
         runtime.load()
-        export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.layers), runtime.tokenizer,
+        export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), runtime.tokenizer,
                     bundle.vocab, path)
     return path
 
@@ -86,7 +86,7 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
         raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     bundle = bundle or HeadBundle.load(folder)
     runtime.load()
-    layers = bundle.head.cfg.layers
+    layers = bundle.head.cfg.base_layers
     if engine == "torch":
         backend = TorchBackend(EncoderStates(runtime.encoder, layers), bundle.head, threads)
     else:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import copy
+
 import torch
 from torch import nn
 
@@ -42,6 +44,11 @@ class HeadConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def base_layers(self) -> tuple[int, ...]:
+        """The layers the head reads from the base encoder: not the last when the head re-computes it."""
+        return self.layers[:-1] if self.top_layers else self.layers
+
     @classmethod
     def from_dict(cls, d: dict) -> "HeadConfig":
         known = {f.name for f in fields(cls)}
@@ -52,11 +59,12 @@ class HeadConfig:
 
 
 class EncoderStates(nn.Module):
-    """The chosen hidden layers of a (frozen) encoder, stacked: [batch, tokens, layers, hidden]."""
+    """The chosen hidden layers of a (frozen) encoder, stacked: [batch, tokens, layers, hidden].
+    Layers above the highest chosen one are never computed."""
 
     def __init__(self, encoder: nn.Module, layers: tuple[int, ...]):
         super().__init__()
-        self.encoder = encoder
+        self.encoder = _first_layers(encoder, max(layers))
         self.layers = layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -64,13 +72,28 @@ class EncoderStates(nn.Module):
         return torch.stack([out.hidden_states[i] for i in self.layers], dim=2)
 
 
+def _first_layers(encoder: nn.Module, depth: int) -> nn.Module:
+    """A view of a BERT-style ``encoder`` that runs only its first ``depth`` layers; it shares
+    the weights, and the encoder itself is left whole for other users."""
+    stack = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(stack, nn.ModuleList) or depth >= len(stack):
+        return encoder
+    inner = copy.copy(encoder.encoder)
+    inner._modules = dict(encoder.encoder._modules, layer=nn.ModuleList(list(stack)[:depth]))
+    view = copy.copy(encoder)
+    view._modules = dict(encoder._modules, encoder=inner)
+    return view
+
+
 class TopLayers(nn.Module):
     """Post-norm transformer layers (BERT's shape) that re-compute the last of the chosen layers
-    from an earlier one: input index ``source`` of the stacked states, output replaces the last."""
+    from an earlier one: input index ``source`` of the stacked states. Their output replaces the
+    last layer when the states hold it (caches made before serving skipped it), else is appended."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.source = cfg.layers.index(cfg.layers[-1] - cfg.top_layers)
+        self.kept = len(cfg.layers) - 1
         self.last = cfg.layers[-1]
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(cfg.encoder_hidden, cfg.attention_heads, cfg.intermediate_size,
@@ -83,7 +106,7 @@ class TopLayers(nn.Module):
         padding = token_mask == 0
         for layer in self.layers:
             x = layer(x, src_key_padding_mask=padding)
-        return torch.cat([states[:, :, :-1], x.unsqueeze(2)], dim=2)
+        return torch.cat([states[:, :, : self.kept], x.unsqueeze(2)], dim=2)
 
     def copy_from_bert(self, encoder: nn.Module) -> None:
         """Start from the base encoder's own weights for these layers (a BERT-style encoder)."""
@@ -198,6 +221,11 @@ class EnsembleConfig:
     @property
     def top_layers(self) -> int:
         return max(m.top_layers for m in self.members)
+
+    @property
+    def base_layers(self) -> tuple[int, ...]:
+        """What every member needs from the base encoder."""
+        return max((m.base_layers for m in self.members), key=len)
 
     def to_dict(self) -> dict:
         return {"members": [m.to_dict() for m in self.members]}

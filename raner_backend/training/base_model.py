@@ -5,8 +5,11 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import torch
 
 from ..model.alignment import encode_texts
 from ..model.base import BaseEncoder
@@ -22,23 +25,71 @@ from .trainer import Item, TrainConfig, split_dev, train
 log = logging.getLogger(__name__)
 
 
-def feature_cache_dir(cache_dir: Path, base: BaseEncoder, layers: Sequence[int], texts: Sequence[str]) -> tuple[Path, dict]:
+def feature_cache_dir(cache_dir: Path, base: BaseEncoder, layers: Sequence[int], texts: Sequence[str],
+                      states_name: str = "torch") -> tuple[Path, dict]:
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     signature = {"base": base.name, "base_sha256": base.checksum(), "layers": list(layers)}
+    if states_name != "torch":  # caches made before states could come from another engine keep their key
+        signature["states"] = states_name
     key = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / "features" / key / digest, signature
 
 
 def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, examples: Sequence[Example],
-                layers: Sequence[int], cache_path: Path, signature: dict) -> list[Item]:
+                layers: Sequence[int], cache_path: Path, signature: dict,
+                states_module: torch.nn.Module | None = None) -> list[Item]:
+    """Items with cached encoder states; ``states_module`` (default: the torch encoder's layers)
+    gives them, and ``signature`` must name it."""
     texts = [e.text for e in examples]
     encoded = encode_texts(tokenizer, texts)
     signature = dict(signature, hidden=encoder.config.hidden_size)
-    cache = build_feature_cache(EncoderStates(encoder, tuple(layers)), encoded, tokenizer.pad_token_id,
-                                cache_path, signature)
+    cache = build_feature_cache(states_module or EncoderStates(encoder, tuple(layers)), encoded,
+                                tokenizer.pad_token_id, cache_path, signature)
     return [Item(cache.token_states(i), enc.char_token, enc.char_piece, bundle_vocab.ids(ex.text),
                  char_classes(ex.text), scheme.encode(len(ex.text), ex.spans), ex.spans)
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
+
+
+@dataclass
+class Corpus:
+    """The training sentences (with their augmented copies) and the dev sentences, in parts that
+    are cached apart, so adding name lists or swaps never re-encodes the corpus."""
+
+    train: list[Example]
+    dev: list[Example]
+    extras: list[list[Example]]
+    originals: int  # training sentences before augmentation
+    name_lists: int
+    swaps: int
+
+    @classmethod
+    def build(cls, examples: Sequence[Example], dev_size: int, seed: int, augment: float = 0.0, lists: int = 0,
+              swaps: float = 0.0) -> "Corpus":
+        train_idx, dev_idx = split_dev(len(examples), dev_size, seed)
+        train_ex = [examples[i] for i in train_idx]
+        swapped = mention_swaps(train_ex, swaps, seed)
+        train_ex += augment_examples(train_ex, augment, seed) if augment else []
+        listed = name_lists(train_ex, lists, seed)
+        extras = [part for part in (listed, swapped) if part]
+        return cls(train_ex, [examples[i] for i in dev_idx], extras, len(train_idx), len(listed), len(swapped))
+
+    def summary(self) -> dict:
+        sentences = len(self.train) + sum(map(len, self.extras))
+        return {"train_sentences": sentences, "augmented_sentences": sentences - self.originals,
+                "name_list_sentences": self.name_lists, "mention_swap_sentences": self.swaps,
+                "dev_sentences": len(self.dev)}
+
+    def items(self, tokenizer, encoder, base: BaseEncoder, bundle: HeadBundle, layers: Sequence[int],
+              cache_dir: Path, states_module: torch.nn.Module | None = None,
+              states_name: str = "torch") -> tuple[list[Item], list[Item]]:
+        """(train items, dev items) with encoder states from ``states_module`` (named ``states_name``)."""
+        items = []
+        for part in (self.train + self.dev, *self.extras):
+            cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in part], states_name)
+            items.append(build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, part, layers, cache_path,
+                                     signature, states_module))
+        train_items = items[0][: len(self.train)] + [item for extra in items[1:] for item in extra]
+        return train_items, items[0][len(self.train) :]
 
 
 def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Path, cache_dir: Path,
@@ -58,31 +109,16 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     """
     started = time.time()
     tokenizer, encoder = base.load()
-    train_idx, dev_idx = split_dev(len(examples), dev_size, cfg.seed)
-    train_ex = [examples[i] for i in train_idx]
-    swapped = mention_swaps(train_ex, swaps, cfg.seed)
-    train_ex += augment_examples(train_ex, augment, cfg.seed) if augment else []
-    vocab = HeadBundle.load(chars_from).vocab if chars_from else CharVocab.build(e.text for e in train_ex)
+    corpus = Corpus.build(examples, dev_size, cfg.seed, augment, lists, swaps)
+    vocab = HeadBundle.load(chars_from).vocab if chars_from else CharVocab.build(e.text for e in corpus.train)
     bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, vocab, head_config)
     if top_layers > bundle.head.cfg.top_layers:
         bundle.head = with_top_layers(bundle.head, encoder, top_layers)
-    layers = bundle.head.cfg.layers
-    data = train_ex + [examples[i] for i in dev_idx]
-    # Each part has its own cache, so adding name lists or swaps never re-encodes the corpus.
-    parts = [data, *(part for part in (name_lists(train_ex, lists, cfg.seed), swapped) if part)]
-    items = []
-    for part in parts:
-        cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in part])
-        items.append(build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, part, layers, cache_path,
-                                 signature))
-    train_items = items[0][: len(train_ex)] + [item for extra in items[1:] for item in extra]
-    summary = train(bundle.head, bundle.crf, bundle.scheme, train_items, items[0][len(train_ex) :],
+    train_items, dev_items = corpus.items(tokenizer, encoder, base, bundle, bundle.head.cfg.base_layers, cache_dir)
+    summary = train(bundle.head, bundle.crf, bundle.scheme, train_items, dev_items,
                     cfg, checkpoint_dir=out_dir / "checkpoint")
     bundle.save(out_dir)
-    summary.update({"train_sentences": len(train_items), "augmented_sentences": len(train_items) - len(train_idx),
-                    "name_list_sentences": lists, "mention_swap_sentences": len(swapped),
-                    "dev_sentences": len(dev_idx), "init": str(init) if init else None,
-                    "seconds": round(time.time() - started, 1)})
+    summary.update(corpus.summary(), init=str(init) if init else None, seconds=round(time.time() - started, 1))
     return summary
 
 

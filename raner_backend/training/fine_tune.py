@@ -55,7 +55,7 @@ def items_for(tokenizer, encoder, bundle: HeadBundle, examples: Sequence[Example
     if not examples:
         return []
     encoded = encode_texts(tokenizer, [e.text for e in examples])
-    states_module = EncoderStates(encoder, bundle.head.cfg.layers).eval()
+    states_module = EncoderStates(encoder, bundle.head.cfg.base_layers).eval()
     states: list[np.ndarray | None] = [None] * len(examples)
     with torch.inference_mode():
         for batch in length_sorted_batches([len(e.input_ids) for e in encoded], max_tokens):

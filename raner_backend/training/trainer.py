@@ -41,6 +41,7 @@ class Item:
     tags: np.ndarray
     spans: tuple[Span, ...]
     open_tags: tuple[int, ...] = ()  # tags an ``O`` of this text may also be: types it never labelled
+    teacher: np.ndarray | None = None  # a teacher model's emissions [chars, tags], when distilling
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     char_dropout: float = 0.1
     seed: int = 13
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
+    distill: float = 0.0  # weight of the squared distance to a teacher's emissions (items that carry them)
 
 
 def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None,
@@ -81,7 +83,25 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
             fields[key][row, :length] = torch.from_numpy(np.asarray(value))
     if any(item.open_tags for item in items):
         fields["allowed"] = partial_labels(items, fields["tags"], num_tags)
+    fields["teacher"] = teacher_emissions(items, n_chars)
     return states, fields
+
+
+def teacher_emissions(items: Sequence[Item], n_chars: int) -> torch.Tensor | None:
+    if any(item.teacher is None for item in items):
+        return None
+    teacher = torch.zeros((len(items), n_chars, items[0].teacher.shape[1]))
+    for row, item in enumerate(items):
+        teacher[row, : len(item.teacher)] = torch.from_numpy(np.asarray(item.teacher, dtype=np.float32))
+    return teacher
+
+
+def distillation_loss(emissions: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over characters of the squared distance between the student's and the teacher's
+    emission vectors: matching emissions (not only the teacher's best path) passes on how sure
+    the teacher is, and under the same CRF equal emissions decode alike."""
+    mask = mask.float()
+    return (((emissions - teacher) ** 2).sum(-1) * mask).sum() / mask.sum()
 
 
 def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> torch.Tensor:
@@ -180,6 +200,8 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
             states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng, scheme.num_tags)
             emissions = run_head(head, states, f)
             loss = crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
+            if cfg.distill and f["teacher"] is not None:
+                loss = loss + cfg.distill * distillation_loss(emissions, f["teacher"], f["char_class"] > 0)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
