@@ -55,3 +55,18 @@ def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(t
     assert result.bundle.scheme.entity_types == ("PER", "LOC", "ORG", "产品") and f["new_types"] == ["产品"]
     assert f["candidate"]["held_out_per_type"]["产品"] == 1.0 and f["served"]["held_out_per_type"]["产品"] == 0.0
     assert result.deploy, result.reason
+
+
+def test_scores_count_only_the_types_a_project_labels(tiny_model):
+    from raner_backend.training.fine_tune import items_for
+    from raner_backend.training.trainer import evaluate_items
+
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    bundle = HeadBundle.load(root / "model")
+    items = items_for(runtime.tokenizer, runtime.encoder, bundle, tiny_examples())
+    every = evaluate_items(bundle.head, bundle.crf, bundle.scheme, items)
+    people = evaluate_items(bundle.head, bundle.crf, bundle.scheme, items, ("PER",))
+    assert set(every["per_type"]) == {"PER", "LOC", "ORG"}
+    assert set(people["per_type"]) == {"PER"}
+    assert people["overall"] == people["per_type"]["PER"]

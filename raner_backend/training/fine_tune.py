@@ -27,8 +27,7 @@ from ..model.data import Example
 from ..model.network import EncoderStates
 from ..model.tags import DEFAULT_SCHEME, TagScheme
 from .features import length_sorted_batches, pad_ids
-from .metrics import entity_scores
-from .trainer import Item, TrainConfig, predict_spans, train
+from .trainer import Item, TrainConfig, evaluate_items, train
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,7 @@ def scores_of(bundle: HeadBundle, items: Sequence[Item], types: Sequence[str]) -
     """Entity scores counting only ``types`` (what the project, or the probe, labels)."""
     if not items:
         return {"overall": {"f1": 0.0}, "per_type": {}}
-    predicted = predict_spans(bundle.head, bundle.crf, bundle.scheme, items)
-    return entity_scores([[s for s in i.spans if s.label in types] for i in items],
-                         [[s for s in spans if s.label in types] for spans in predicted])
+    return evaluate_items(bundle.head, bundle.crf, bundle.scheme, items, types)
 
 
 def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example], replay_pool: Sequence[Example],
@@ -139,7 +136,7 @@ def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example]
     before = {"held_out": scores_of(served, held_items, project_types),
               "probe": scores_of(served, probe_items, replay_types)}
     summary = train(candidate.head, candidate.crf, candidate.scheme, train_items, held_items, cfg,
-                    progress=progress)
+                    progress=progress, dev_types=project_types)
     after = {"held_out": scores_of(candidate, held_items, project_types),
              "probe": scores_of(candidate, probe_items, replay_types)}
     figures = {"served": _f1s(before), "candidate": _f1s(after), "project_examples": len(project),

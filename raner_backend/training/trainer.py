@@ -145,8 +145,14 @@ def predict_spans(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item]
     return out
 
 
-def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item]) -> dict:
-    return entity_scores([i.spans for i in items], predict_spans(head, crf, scheme, items))
+def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item],
+                   types: Sequence[str] | None = None) -> dict:
+    """Entity scores; with ``types``, counting only those (what the items' labellers labelled)."""
+    predicted = predict_spans(head, crf, scheme, items)
+    if types is None:
+        return entity_scores([i.spans for i in items], predicted)
+    return entity_scores([[s for s in i.spans if s.label in types] for i in items],
+                         [[s for s in spans if s.label in types] for spans in predicted])
 
 
 def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
@@ -169,8 +175,9 @@ def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
 
 def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], dev_items: Sequence[Item],
           cfg: TrainConfig, checkpoint_dir: Path | None = None,
-          progress: Callable[[dict], None] | None = None) -> dict:
-    """Train in place; leaves the best (dev F1) weights in ``head``/``crf`` and returns a summary."""
+          progress: Callable[[dict], None] | None = None, dev_types: Sequence[str] | None = None) -> dict:
+    """Train in place; leaves the best (dev F1, counting ``dev_types`` if given) weights in
+    ``head``/``crf`` and returns a summary."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
@@ -213,7 +220,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
             if state["step"] >= total:
                 break
         state["epoch"] += 1
-        scores = evaluate_items(head, crf, scheme, dev_items)["overall"] if dev_items else {"f1": 0.0}
+        scores = evaluate_items(head, crf, scheme, dev_items, dev_types)["overall"] if dev_items else {"f1": 0.0}
         record = {"epoch": state["epoch"], "step": state["step"], "loss": round(float(np.mean(losses)), 4),
                   "dev_f1": scores["f1"]}
         state["history"].append(record)
