@@ -44,7 +44,7 @@ def timed_run(predict, examples, modern) -> dict:
     """F1 on both sets, batched throughput and one-sentence latency of ``predict(texts) -> spans``."""
     import numpy as np
 
-    from raner_backend.training.metrics import entity_scores
+    from raner_backend.training.metrics import bootstrap_f1, entity_scores
 
     texts = [e.text for e in examples]
     predict(texts[:64])  # warm-up: first-run allocations are not the engine's speed
@@ -52,7 +52,8 @@ def timed_run(predict, examples, modern) -> dict:
     predicted = predict(texts)
     batched_s = time.perf_counter() - started
     scores = entity_scores([e.spans for e in examples], predicted)
-    modern_scores = entity_scores([e.spans for e in modern], predict([e.text for e in modern]))
+    modern_predicted = predict([e.text for e in modern])
+    modern_scores = entity_scores([e.spans for e in modern], modern_predicted)
     latencies = []
     for text in [t for t in texts if 45 <= len(t) <= 55][:200]:
         t0 = time.perf_counter()
@@ -61,6 +62,7 @@ def timed_run(predict, examples, modern) -> dict:
     return {"sentences": len(texts), "f1": scores["overall"]["f1"],
             "per_type": {k: v["f1"] for k, v in scores["per_type"].items()},
             "modern_f1": modern_scores["overall"]["f1"], "modern_sentences": len(modern),
+            "modern_f1_ci95": bootstrap_f1([e.spans for e in modern], modern_predicted),
             "sentences_per_s": round(len(texts) / batched_s, 1), "batched_seconds": round(batched_s, 2),
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
             "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2), "latency_sentences": len(latencies)}

@@ -93,7 +93,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     if args.record and "choice" in report:
         _record_engine_choice(folder, report)
     for name, r in results.items():
-        print(f"{name:10s} F1 {r['scores']['overall']['f1']:.4f}  "
+        print(f"{name:10s} F1 {r['scores']['overall']['f1']:.4f} (95 % CI {r['f1_ci95'][0]:.4f}-{r['f1_ci95'][1]:.4f})  "
               + "  ".join(f"{t} {v['f1']:.4f}" for t, v in r["scores"]["per_type"].items())
               + f"  ({r['sentences_per_s']:.0f} sentences/s)")
     if "choice" in report:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..model.data import Example
-from ..training.metrics import entity_scores
+from ..training.metrics import bootstrap_f1, entity_scores
 from .loader import BaseRuntime, build_predictor
 
 MAX_F1_LOSS = 0.003  # 0.3 F1 points
@@ -24,7 +24,8 @@ def evaluate_engines(runtime: BaseRuntime, folder: Path, version: str, engines: 
         predicted = predictor.predict(texts)
         seconds = time.perf_counter() - started
         spans = [[(e.start, e.end, e.label) for e in r.entities] for r in predicted]
-        results[engine] = {"scores": entity_scores([e.spans for e in examples], spans),
+        gold = [e.spans for e in examples]
+        results[engine] = {"scores": entity_scores(gold, spans), "f1_ci95": bootstrap_f1(gold, spans),
                            "seconds": round(seconds, 2), "sentences_per_s": round(len(texts) / seconds, 1)}
     return results
 

@@ -1,0 +1,24 @@
+"""Entity scores and the bootstrap interval of F1."""
+from __future__ import annotations
+
+from raner_backend.model.tags import Span
+from raner_backend.training.metrics import bootstrap_f1, entity_scores
+
+GOLD = [[Span(0, 2, "PER"), Span(3, 5, "LOC")], [Span(0, 2, "ORG")], [], [Span(1, 3, "PER")]] * 25
+
+
+def test_perfect_predictions_have_a_point_interval_at_one():
+    assert bootstrap_f1(GOLD, GOLD) == [1.0, 1.0]
+
+
+def test_the_interval_holds_the_f1_and_narrows_with_more_sentences():
+    predicted = [[s for s in g if s.label != "ORG"] for g in GOLD]  # every ORG missed
+    f1 = entity_scores(GOLD, predicted)["overall"]["f1"]
+    lo, hi = bootstrap_f1(GOLD, predicted)
+    assert lo < f1 < hi
+    wide = bootstrap_f1(GOLD[:20], predicted[:20])
+    assert wide[1] - wide[0] > hi - lo
+
+
+def test_no_sentences_give_an_empty_interval():
+    assert bootstrap_f1([], []) == [0.0, 0.0]
