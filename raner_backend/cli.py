@@ -131,17 +131,16 @@ def _record_engine_choice(folder: Path, report: dict) -> None:
 
 
 def cmd_combine(args, settings: Settings) -> int:
-    from .model.bundle import HeadBundle
+    from .model.bundle import HeadBundle, single_heads
     from .training.trainer import write_json
 
-    if len(args.models) < 2:
-        raise SystemExit("combine needs at least two model folders")
-    bundle = HeadBundle.ensemble([HeadBundle.load(Path(m)) for m in args.models])
+    bundles = [HeadBundle.load(Path(m)) for m in args.models]
+    bundle = HeadBundle.ensemble(bundles) if len(bundles) > 1 else bundles[0]
     out = Path(args.out)
     bundle.save(out, compact=args.compact)
     write_json(out / "training.json", {"members": args.models,
                                        "command": "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
-    print(json.dumps({"out": str(out), "heads": len(bundle.head.members)}))
+    print(json.dumps({"out": str(out), "heads": len(single_heads(bundle.head))}))
     return 0
 
 
@@ -296,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--distill", type=float, default=1.0, help="weight of matching the teacher's emissions")
     distill.set_defaults(func=cmd_distill)
 
-    combine = sub.add_parser("combine", help="one model from several trained on the same base (emissions averaged)")
+    combine = sub.add_parser("combine", help="one model from several trained on the same base (emissions averaged), or one model repackaged")
     combine.add_argument("--out", required=True, help="folder for the combined model")
     combine.add_argument("models", nargs="+", help="model folders (a combined model joins as its heads)")
     combine.add_argument("--compact", action="store_true",

@@ -87,10 +87,11 @@ class BadRequest(ValueError):
     """A client error: the message names the problem (answered with HTTP 400)."""
 
 
-class CallerGone(RuntimeError):
-    """A /predict that ran past the time its caller waits (answered with HTTP 503)."""
+class Unavailable(RuntimeError):
+    """A request the backend will not serve now; the message says why and what to do (HTTP 503)."""
 
 
+RANKING_STAGES = ("queued", "predict", "rank", "store")  # a ranking in these stages owns its version's predictions
 PREDICT_CHUNK = 512  # texts per engine call in a large /predict, between looks at the caller's deadline
 
 
@@ -232,12 +233,26 @@ class Backend:
                 raise BadRequest(f"task #{position}: data.{schema.data_key} is missing or not a string")
             texts.append(text)
         predictor = self.models.predictor(pid)
+        if len(tasks) > 1:
+            self._refuse_during_ranking(pid, predictor.version)
         out = []
         for text, result in zip(texts, self._results_in_time(predictor, texts)):
             u = uncertainty_of(result)
             regions = to_regions(schema, text, result.entities)
             out.append(Prediction(regions, u.confidence, predictor.version, u.to_dict()))
         return out
+
+    def _refuse_during_ranking(self, pid: int | None, version: str) -> None:
+        """Many tasks at once ("Retrieve predictions") while this project's ranking computes and stores
+        the same version's predictions would leave every task with two of them, and Label Studio
+        averages both scores, blurring the queue; the ranking's arrive without the request. One task
+        (the editor opening it) is answered."""
+        running = self.rankings.get(pid) if pid is not None else None
+        if running and running.get("model_version") == version and running.get("stage") in RANKING_STAGES:
+            done = f"{running.get('done', 0)} of {running.get('total') or '?'}"
+            raise Unavailable(f"the backend is computing and storing project {pid}'s predictions of {version} right now "
+                              f"(stage {running['stage']}, {done}); they appear in Label Studio without "
+                              f"'Retrieve predictions' (progress: GET /health → rankings)")
 
     def _results_in_time(self, predictor: Predictor, texts: Sequence[str]) -> list:
         """Results in chunks; stop once the caller has stopped waiting (Label Studio gives up at
@@ -247,7 +262,7 @@ class Backend:
         for start in range(0, len(texts), PREDICT_CHUNK):
             elapsed = time.monotonic() - started
             if start and limit and elapsed > limit:
-                raise CallerGone(
+                raise Unavailable(
                     f"stopped after {elapsed:.0f} s with {start} of {len(texts)} tasks predicted: the caller waits "
                     f"{limit:.0f} s (PREDICT_TIMEOUT_S, Label Studio's ML_TIMEOUT_PREDICT). Predictions stored "
                     f"ahead by the connect ranking or `raner-backend rank` need no request; or retrieve fewer tasks")
@@ -450,4 +465,4 @@ class Backend:
                 "rollback": self.rollback_state}
 
 
-__all__ = ["Backend", "BadRequest", "CallerGone", "RegistryError", "install_default_model", "project_id_of"]
+__all__ = ["Backend", "BadRequest", "Unavailable", "RegistryError", "install_default_model", "project_id_of"]

@@ -210,3 +210,15 @@ def test_a_predict_that_outlives_its_caller_stops_with_503(tiny_settings, monkey
     assert "2 of 3 tasks" in r.json["error"] and "PREDICT_TIMEOUT_S" in r.json["error"]
     within_one_chunk = client.post("/predict", json=predict_body(texts[:2]))
     assert within_one_chunk.status_code == 200 and len(within_one_chunk.json["results"]) == 2
+
+
+def test_many_tasks_wait_for_the_projects_running_ranking_but_one_task_is_answered(client, tiny_backend):
+    version = tiny_backend.models.version()
+    tiny_backend.rankings[1] = {"project": 1, "model_version": version, "stage": "predict", "done": 500,
+                                "total": 2000}
+    texts = ["马云在杭州创办了阿里巴巴。", "今天天气很好。"]
+    busy = client.post("/predict", json=predict_body(texts))
+    assert busy.status_code == 503 and "500 of 2000" in busy.json["error"] and "rankings" in busy.json["error"]
+    assert client.post("/predict", json=predict_body(texts[:1])).status_code == 200
+    tiny_backend.rankings[1] = {"project": 1, "model_version": version, "stage": "done"}
+    assert client.post("/predict", json=predict_body(texts)).status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..service import Backend, BadRequest, CallerGone, project_id_of
+from ..service import Backend, BadRequest, Unavailable, project_id_of
 from ..model.registry import RegistryError
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,9 @@ def create_app(backend: Backend) -> Flask:
     def bad_request(exc: BadRequest):
         return jsonify(error=str(exc)), 400
 
-    @app.errorhandler(CallerGone)
-    def caller_gone(exc: CallerGone):
-        log.warning("/predict: %s", exc)
+    @app.errorhandler(Unavailable)
+    def unavailable(exc: Unavailable):
+        log.warning("%s: %s", request.path, exc)
         return jsonify(error=str(exc)), 503
 
     @app.errorhandler(HTTPException)
