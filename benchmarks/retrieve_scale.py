@@ -11,9 +11,8 @@ ranking that predicts every task page by page and stores the predictions in bulk
 ``PREDICT_TIMEOUT_S`` stops with 503 instead of computing for no one.
 
 Label Studio 1.23.2 is started as the end-to-end tests start it (``tests/e2e/labelstudio.py``,
-``.venv-ls``); the backend runs as ``.venv/bin/raner-backend serve`` in a subprocess with
-``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY`` (its log goes to a temporary file whose tail is
-printed on failure). The first "Retrieve predictions" runs in a thread while the main thread polls
+``.venv-ls``); the backend runs as the end-to-end tests run it (``BackendServer``: a copy of
+``--model-dir``, ``.venv/bin/raner-backend serve``, its log's tail printed on failure). The first "Retrieve predictions" runs in a thread while the main thread polls
 Label Studio every ``--poll`` seconds, so the counts are seen while Label Studio waits on ``/predict``.
 
     flock /tmp/e2e.lock .venv/bin/python benchmarks/retrieve_scale.py --tasks 10000 --wait 3600   # benchmarks/results/retrieve_scale.json
@@ -23,7 +22,8 @@ Label Studio every ``--poll`` seconds, so the counts are seen while Label Studio
 job) saw: /predict answered all 300 at 47 s, Label Studio then stored them one by one until 106 s
 while the connect ranking stored its own, so every task ended with two predictions of the version
 (the ranking's delete of the version came first); a second "Retrieve predictions" sent nothing to
-/predict and took 0.2 s.
+/predict and took 0.2 s. Since then a /predict of many tasks during the project's ranking answers 503
+with the ranking's progress, and the ranking's predictions are the only ones.
 """
 from __future__ import annotations
 
@@ -33,8 +33,6 @@ import json
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,14 +41,13 @@ from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
-import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from raner_backend.model.data import msra_path, read_tagged  # noqa: E402
 from tests.e2e.labelstudio import (  # noqa: E402
-    BACKEND_BIN, HarnessError, LabelStudioApi, LabelStudioServer, free_port, install_label_studio, wait_http)
+    BackendServer, HarnessError, LabelStudioApi, LabelStudioServer, install_label_studio)
 
 RESULTS = REPO / "benchmarks" / "results" / "retrieve_scale.json"
 IMPORT_CHUNK = 2000
@@ -73,49 +70,13 @@ def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
 
 
 # -- the backend as a real server --------------------------------------------------------------------
-class Backend:
-    """``raner-backend serve`` on a free port, pointed at Label Studio; SIGTERM (then SIGKILL) on stop."""
+class Backend(BackendServer):
+    """The e2e harness's backend server (a copy of the models, served over HTTP, with the service's
+    own training and ranking settings), plus what this benchmark reads from its process and log."""
 
-    def __init__(self, model_dir: Path, ls_url: str, ls_token: str, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.model_dir, self.ls_url, self.ls_token, self.log_path = model_dir, ls_url, ls_token, log_path
-        self.proc: subprocess.Popen | None = None
-        self.start_seconds: float | None = None
-
-    def start(self) -> "Backend":
-        env = dict(os.environ, MODEL_DIR=str(self.model_dir), LABEL_STUDIO_URL=self.ls_url,
-                   LABEL_STUDIO_API_KEY=self.ls_token, PYTHONUNBUFFERED="1")
-        started = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(BACKEND_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_http(f"{self.url}/health", 300, proc=self.proc,
-                  ok=lambda r: r.status_code == 200 and r.json().get("status") == "UP")
-        self.start_seconds = time.monotonic() - started
-        return self
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-    def health(self) -> dict:
-        resp = requests.get(f"{self.url}/health", timeout=10)
-        resp.raise_for_status()
-        return resp.json()
-
-    def served_version(self, project: int) -> str:
-        resp = requests.get(f"{self.url}/versions", params={"project": project}, timeout=10)
-        resp.raise_for_status()
-        return resp.json()["current"]
+    def __init__(self, model_dir: Path, work_dir: Path, ls_url: str, ls_token: str):
+        super().__init__(model_dir, work_dir, ls_url, ls_token, health_timeout=300,
+                         extra_env={"TRAIN_THRESHOLD": "100000", "TRAIN_MAX_STEPS": "0"})
 
     def peak_rss_mb(self) -> float:
         return rss_mb(self.proc.pid, "VmHWM") if self.proc is not None else float("nan")
@@ -136,12 +97,6 @@ class Backend:
             stamps.append(round(when - since_wall, 1))
         return {"first_task_line_s_after_connect": min(stamps), "last_task_line_s_after_connect": max(stamps)} \
             if stamps else {}
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no backend log)"
 
 
 # -- Label Studio ------------------------------------------------------------------------------------
@@ -226,7 +181,7 @@ def run(args, ls: LabelStudioServer, backend: Backend) -> dict:
     t0, t0_wall = time.monotonic(), time.time()
     ml_id = api.connect_backend(pid, backend.url, title="raner-backend")
     connect_s = time.monotonic() - t0
-    served = backend.served_version(pid)  # the project's version; the default one until it trains
+    served = backend.model_version(pid)  # the project's version; the default one until it trains
     if served != version:
         version = served
 
@@ -341,7 +296,7 @@ def main() -> None:
         raise SystemExit(f"Label Studio could not be installed into .venv-ls:\n{output}")
     with tempfile.TemporaryDirectory(prefix="retrieve-scale-") as work:
         with LabelStudioServer() as ls:
-            backend = Backend(args.model_dir.resolve(), ls.base_url, ls.token, Path(work) / "backend.log")
+            backend = Backend(args.model_dir.resolve(), Path(work), ls.base_url, ls.token)
             try:
                 backend.start()
                 result = run(args, ls, backend)
