@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher", required=True, help="the model to distil (e.g. raner_backend/default_model)")
     distill.add_argument("--head-config", default='{"lstm_hidden": 0}',
                          help="JSON overrides of the teacher's first head's shape for the student")
-    distill.add_argument("--states", default="onnx-int8", choices=("torch", "onnx-fp32", "onnx-int8"),
+    distill.add_argument("--states", default="onnx-int8", choices=("onnx-int8", "onnx-fp32", "torch"),
                          help="the engine whose encoder states the student learns from (the one it will serve with)")
     distill.add_argument("--distill", type=float, default=1.0, help="weight of matching the teacher's emissions")
     distill.set_defaults(func=cmd_distill)

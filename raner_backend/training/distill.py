@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..engine.loader import BaseRuntime
+from ..engine.loader import ENGINES, BaseRuntime
 from ..model.bundle import HeadBundle, single_heads
 from ..model.data import Example
 from ..model.network import CharHead, HeadConfig
@@ -25,9 +25,6 @@ from .base_model import Corpus
 from .trainer import Item, TrainConfig, evaluate_items, item_emissions, train
 
 log = logging.getLogger(__name__)
-
-STATE_ENGINES = ("torch", "onnx-fp32", "onnx-int8")
-
 
 class OnnxStates(torch.nn.Module):
     """The encoder states an ONNX Runtime session gives, in the torch interface the feature cache uses."""
@@ -75,8 +72,8 @@ def distil_base_model(runtime: BaseRuntime, examples: Sequence[Example], out_dir
     """Train a student of the model in ``teacher_dir`` on ``examples`` (a dev part carved off, the
     same augmentation as ``train``), its encoder states from the ``states`` engine; save it to
     ``out_dir`` and return a summary."""
-    if states not in STATE_ENGINES:
-        raise ValueError(f"states {states!r} is not one of {', '.join(STATE_ENGINES)}")
+    if states not in ENGINES:
+        raise ValueError(f"states {states!r} is not one of {', '.join(ENGINES)}")
     started = time.time()
     runtime.load()
     tokenizer, encoder, base, cache_dir = runtime.tokenizer, runtime.encoder, runtime.base, runtime.cache_dir
