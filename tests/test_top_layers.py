@@ -156,3 +156,25 @@ def _char_inputs(runtime, folder):
 
     _, _, f = sample_inputs(runtime.tokenizer, HeadBundle.load(folder).vocab, TEXTS)
     return [f[k] for k in ("char_token", "char_piece", "char_ids", "char_class")]
+
+
+def test_a_head_exported_for_the_whole_encoder_is_exported_again(top_model, tmp_path):
+    import shutil
+
+    from raner_backend.engine.export import export_head
+    from raner_backend.engine.loader import _layers_read, ensure_head_onnx
+
+    folder, runtime = top_model
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    bundle = HeadBundle.load(old)
+    export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.layers), runtime.tokenizer,
+                bundle.vocab, old / "head.onnx")
+    assert _layers_read(old / "head.onnx") == 2
+    ensure_head_onnx(runtime, bundle, old)
+    assert _layers_read(old / "head.onnx") == 1
+    spans = [[(e.start, e.end, e.label) for e in r.entities]
+             for r in build_predictor(runtime, old, "old", "onnx-fp32", cache_size=0).predict(TEXTS)]
+    expected = [[(e.start, e.end, e.label) for e in r.entities]
+                for r in build_predictor(runtime, folder, "new", "torch", cache_size=0).predict(TEXTS)]
+    assert spans == expected

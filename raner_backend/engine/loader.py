@@ -73,11 +73,24 @@ class BaseRuntime:
 
 def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path) -> Path:
     path = folder / HEAD_ONNX
+    if path.exists() and _layers_read(path) != len(bundle.head.cfg.base_layers):
+        # Exported before the base encoder stopped computing the layer the head re-computes.
+        log.info("re-exporting %s for the encoder's layers %s", path, bundle.head.cfg.base_layers)
+        path.unlink()
     if not path.exists():
         runtime.load()
         export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), runtime.tokenizer,
                     bundle.vocab, path)
     return path
+
+
+def _layers_read(head_onnx: Path) -> int | None:
+    """How many encoder layers an exported head takes as input."""
+    import onnx
+
+    graph = onnx.load(str(head_onnx), load_external_data=False).graph
+    states = next((i for i in graph.input if i.name == "token_states"), None)
+    return states.type.tensor_type.shape.dim[2].dim_value if states is not None else None
 
 
 def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: str, cache_size: int = 4096,

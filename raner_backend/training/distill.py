@@ -68,17 +68,17 @@ def attach_teacher(teacher: HeadBundle, teacher_items: Sequence[Item], student_i
 
 def distil_base_model(runtime: BaseRuntime, examples: Sequence[Example], out_dir: Path, teacher_dir: Path,
                       cfg: TrainConfig, overrides: dict, states: str = "onnx-int8", dev_size: int = 2000,
-                      augment: float = 0.0, lists: int = 0, swaps: float = 0.0) -> dict:
+                      augment: float = 0.0, lists: int = 0, swaps: float = 0.0, init: Path | None = None) -> dict:
     """Train a student of the model in ``teacher_dir`` on ``examples`` (a dev part carved off, the
     same augmentation as ``train``), its encoder states from the ``states`` engine; save it to
-    ``out_dir`` and return a summary."""
+    ``out_dir`` and return a summary. ``init``: continue from the student in that folder."""
     if states not in ENGINES:
         raise ValueError(f"states {states!r} is not one of {', '.join(ENGINES)}")
     started = time.time()
     runtime.load()
     tokenizer, encoder, base, cache_dir = runtime.tokenizer, runtime.encoder, runtime.base, runtime.cache_dir
     teacher = HeadBundle.load(teacher_dir)
-    student = student_of(teacher, overrides)
+    student = HeadBundle.load(init) if init else student_of(teacher, overrides)
     corpus = Corpus.build(examples, dev_size, cfg.seed, augment, lists, swaps)
     teacher_train, teacher_dev = corpus.items(tokenizer, encoder, base, teacher, teacher.head.cfg.base_layers,
                                               cache_dir)
@@ -94,5 +94,6 @@ def distil_base_model(runtime: BaseRuntime, examples: Sequence[Example], out_dir
                     checkpoint_dir=out_dir / "checkpoint")
     student.save(out_dir)
     summary.update(corpus.summary(), teacher=str(teacher_dir), teacher_dev_f1=teacher_dev_f1, states=states,
-                   head_overrides=overrides, distill=cfg.distill, seconds=round(time.time() - started, 1))
+                   head_overrides=overrides, init=str(init) if init else None, distill=cfg.distill,
+                   seconds=round(time.time() - started, 1))
     return summary
