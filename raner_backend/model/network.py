@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import copy
-
 import torch
 from torch import nn
 
@@ -59,30 +57,16 @@ class HeadConfig:
 
 
 class EncoderStates(nn.Module):
-    """The chosen hidden layers of a (frozen) encoder, stacked: [batch, tokens, layers, hidden].
-    Layers above the highest chosen one are never computed."""
+    """The chosen hidden layers of a (frozen) encoder, stacked: [batch, tokens, layers, hidden]."""
 
     def __init__(self, encoder: nn.Module, layers: tuple[int, ...]):
         super().__init__()
-        self.encoder = _first_layers(encoder, max(layers))
+        self.encoder = encoder
         self.layers = layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return torch.stack([out.hidden_states[i] for i in self.layers], dim=2)
-
-
-def _first_layers(encoder: nn.Module, depth: int) -> nn.Module:
-    """A view of a BERT-style ``encoder`` that runs only its first ``depth`` layers; it shares
-    the weights, and the encoder itself is left whole for other users."""
-    stack = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if not isinstance(stack, nn.ModuleList) or depth >= len(stack):
-        return encoder
-    inner = copy.copy(encoder.encoder)
-    inner._modules = dict(encoder.encoder._modules, layer=nn.ModuleList(list(stack)[:depth]))
-    view = copy.copy(encoder)
-    view._modules = dict(encoder._modules, encoder=inner)
-    return view
 
 
 class TopLayers(nn.Module):
