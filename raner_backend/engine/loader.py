@@ -74,7 +74,7 @@ class BaseRuntime:
 def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path) -> Path:
     path = folder / HEAD_ONNX
     if path.exists() and _layers_read(path) != len(bundle.head.cfg.base_layers):
-        # Exported before the base encoder stopped computing the layer the head re-computes.
+        # Exported when the head was handed every chosen layer, the one it re-computes included.
         log.info("re-exporting %s for the encoder's layers %s", path, bundle.head.cfg.base_layers)
         path.unlink()
     if not path.exists():

@@ -72,7 +72,7 @@ class EncoderStates(nn.Module):
 class TopLayers(nn.Module):
     """Post-norm transformer layers (BERT's shape) that re-compute the last of the chosen layers
     from an earlier one: input index ``source`` of the stacked states. Their output replaces the
-    last layer when the states hold it (caches made before serving skipped it), else is appended."""
+    last layer when the states hold it (caches made before ``base_layers``), else is appended."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
