@@ -153,7 +153,6 @@ def test_a_head_exported_for_the_whole_encoder_is_exported_again(top_model, tmp_
     import shutil
 
     from raner_backend.engine.export import export_head
-    from raner_backend.engine.loader import _layers_read, ensure_head_onnx
 
     folder, runtime = top_model
     old = tmp_path / "old"
@@ -162,10 +161,34 @@ def test_a_head_exported_for_the_whole_encoder_is_exported_again(top_model, tmp_
     export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.layers), runtime.tokenizer,
                 bundle.vocab, old / "head.onnx")
     assert _layers_read(old / "head.onnx") == 2
-    ensure_head_onnx(runtime, bundle, old)
+    predictor = build_predictor(runtime, old, "old", "onnx-fp32", cache_size=0)
     assert _layers_read(old / "head.onnx") == 1
-    spans = [[(e.start, e.end, e.label) for e in r.entities]
-             for r in build_predictor(runtime, old, "old", "onnx-fp32", cache_size=0).predict(TEXTS)]
+    spans = [[(e.start, e.end, e.label) for e in r.entities] for r in predictor.predict(TEXTS)]
     expected = [[(e.start, e.end, e.label) for e in r.entities]
                 for r in build_predictor(runtime, folder, "new", "torch", cache_size=0).predict(TEXTS)]
     assert spans == expected
+
+
+def _layers_read(head_onnx) -> int:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(head_onnx), providers=["CPUExecutionProvider"])
+    return next(i.shape[2] for i in session.get_inputs() if i.name == "token_states")
+
+
+def test_encoder_states_equal_the_full_encoders_and_stop_at_the_highest_layer_read(top_model):
+    _, runtime = top_model
+    ids, mask = _tokens(runtime, TEXTS)
+    computed = []
+    hook = runtime.encoder.encoder.layer[1].register_forward_hook(lambda *_: computed.append(True))
+    try:
+        with torch.inference_mode():
+            full = runtime.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            computed.clear()
+            for layers in [(0, 1), (1, 2), (2,)]:
+                ours = EncoderStates(runtime.encoder, layers)(ids, mask)
+                expected = torch.stack([full[i] for i in layers], dim=2)
+                assert torch.allclose(ours[mask.bool()], expected[mask.bool()], atol=1e-5)
+            assert len(computed) == 2  # layer 2 runs for (1, 2) and (2,), never for (0, 1)
+    finally:
+        hook.remove()

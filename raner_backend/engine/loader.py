@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("onnx-int8", "onnx-fp32", "torch")
 HEAD_ONNX = "head.onnx"
+# Part of the export's cache key: 2 = the encoder stops at the highest layer read (was all layers).
+ENCODER_EXPORT = 2
 
 
 @dataclass
@@ -42,7 +44,8 @@ class BaseRuntime:
         return self
 
     def onnx_dir(self, layers: tuple[int, ...]) -> Path:
-        key = hashlib.sha256(json.dumps([self.base.name, self.base.checksum(), list(layers)]).encode())
+        key = hashlib.sha256(json.dumps([self.base.name, self.base.checksum(), list(layers),
+                                         ENCODER_EXPORT]).encode())
         return self.cache_dir / "onnx" / key.hexdigest()[:16]
 
     def encoder_onnx(self, layers: tuple[int, ...], vocab, int8: bool) -> Path:
@@ -71,26 +74,25 @@ class BaseRuntime:
             return self._sessions[key]
 
 
-def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path) -> Path:
+def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, again: bool = False) -> Path:
+    """The head's ONNX export in ``folder``, exported when missing (or ``again``)."""
     path = folder / HEAD_ONNX
-    if path.exists() and _layers_read(path) != len(bundle.head.cfg.base_layers):
-        # Exported when the head was handed every chosen layer, the one it re-computes included.
-        log.info("re-exporting %s for the encoder's layers %s", path, bundle.head.cfg.base_layers)
-        path.unlink()
-    if not path.exists():
+    if again or not path.exists():
         runtime.load()
         export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), runtime.tokenizer,
                     bundle.vocab, path)
     return path
 
 
-def _layers_read(head_onnx: Path) -> int | None:
-    """How many encoder layers an exported head takes as input."""
-    import onnx
-
-    graph = onnx.load(str(head_onnx), load_external_data=False).graph
-    states = next((i for i in graph.input if i.name == "token_states"), None)
-    return states.type.tensor_type.shape.dim[2].dim_value if states is not None else None
+def _onnx_backend(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, engine: str, threads: int) -> OnnxBackend:
+    layers = bundle.head.cfg.base_layers
+    encoder = runtime.encoder_session(layers, bundle.vocab, int8=engine == "onnx-int8", threads=threads)
+    backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder), threads)
+    if backend.layers_read != len(layers):
+        # Exported when the head was handed every chosen layer, the one it re-computes included.
+        log.info("re-exporting %s for the encoder's layers %s", folder / HEAD_ONNX, layers)
+        backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder, again=True), threads)
+    return backend
 
 
 def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: str, cache_size: int = 4096,
@@ -101,10 +103,9 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
     runtime.load()
     layers = bundle.head.cfg.base_layers
     if engine == "torch":
-        backend = TorchBackend(EncoderStates(runtime.encoder, layers), bundle.head, threads)
+        backend = TorchBackend(EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), bundle.head, threads)
     else:
-        encoder = runtime.encoder_session(layers, bundle.vocab, int8=engine == "onnx-int8", threads=threads)
-        backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder), threads)
+        backend = _onnx_backend(runtime, bundle, folder, engine, threads)
     config = runtime.encoder.config
     return Predictor(version, runtime.tokenizer, backend, bundle.scheme, bundle.vocab, bundle.crf.params(),
                      hidden=config.hidden_size, cache_size=cache_size,

@@ -47,6 +47,11 @@ class OnnxBackend:
         # A head without top encoder layers never reads token_mask, and its graph has no such input.
         self.head_inputs = {i.name for i in self.head.get_inputs()}
 
+    @property
+    def layers_read(self) -> int:
+        """How many encoder layers the exported head takes as input."""
+        return next(i.shape[2] for i in self.head.get_inputs() if i.name == "token_states")
+
     def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 

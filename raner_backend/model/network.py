@@ -57,7 +57,11 @@ class HeadConfig:
 
 
 class EncoderStates(nn.Module):
-    """The chosen hidden layers of a (frozen) encoder, stacked: [batch, tokens, layers, hidden]."""
+    """The chosen hidden layers of a (frozen) BERT-style encoder, stacked: [batch, tokens, layers, hidden].
+
+    The encoder's layers are run here one by one and stop at the highest chosen layer: layers a
+    head re-computes itself (``top_layers``) are never computed twice. Layer 0 is the embeddings.
+    """
 
     def __init__(self, encoder: nn.Module, layers: tuple[int, ...]):
         super().__init__()
@@ -65,8 +69,16 @@ class EncoderStates(nn.Module):
         self.layers = layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return torch.stack([out.hidden_states[i] for i in self.layers], dim=2)
+        hidden = self.encoder.embeddings(input_ids=input_ids)
+        # The mask in the form the encoder's attention implementation expects (eager, sdpa, ...).
+        mask, _ = self.encoder._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
+                                                       embedding_output=hidden, encoder_hidden_states=None,
+                                                       cache=None)
+        states = {0: hidden}
+        for index, layer in enumerate(self.encoder.encoder.layer[: max(self.layers)], start=1):
+            hidden = layer(hidden, mask)
+            states[index] = hidden
+        return torch.stack([states[i] for i in self.layers], dim=2)
 
 
 class TopLayers(nn.Module):
