@@ -82,20 +82,20 @@ class Backend(BackendServer):
         return rss_mb(self.proc.pid, "VmHWM") if self.proc is not None else float("nan")
 
     def log_counts(self) -> dict:
-        """What the log says /predict did: tasks answered (one INFO line each) and requests stopped (503)."""
+        """What the log says /predict did: tasks answered (one INFO line per request) and requests stopped (503)."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        return {"tasks_answered_by_predict": len(re.findall(r"\btask \d+: score ", text)),
+        return {"tasks_answered_by_predict": sum(map(int, re.findall(r"/predict: (\d+) tasks of project", text))),
                 "predict_stopped_503": len(re.findall(r"/predict: stopped after", text))}
 
     def predict_answered(self, since_wall: float) -> dict:
-        """When /predict had its answers (the first and last per-task line, logged just before the
+        """When /predict had its answers (the first and last request's line, logged just before the
         response goes out), in seconds after the wall-clock time ``since_wall``."""
         stamps = []
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        for match in re.finditer(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: task \d+: score ", text, re.M):
+        for match in re.finditer(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: /predict: \d+ tasks of project", text, re.M):
             when = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             stamps.append(round(when - since_wall, 1))
-        return {"first_task_line_s_after_connect": min(stamps), "last_task_line_s_after_connect": max(stamps)} \
+        return {"first_predict_answer_s_after_connect": min(stamps), "last_predict_answer_s_after_connect": max(stamps)} \
             if stamps else {}
 
 

@@ -68,6 +68,14 @@ def test_predict_gives_one_item_per_task_in_order(client, tiny_backend):
     assert ("马云", "PER") in first and ("杭州", "LOC") in first
 
 
+def test_predict_logs_one_line_per_request_not_per_task(client, caplog):
+    texts = ["马云在杭州创办了阿里巴巴。"] * 5
+    with caplog.at_level("INFO", logger="raner_backend.server.app"):
+        assert client.post("/predict", json=predict_body(texts)).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "raner_backend.server.app" and r.levelname == "INFO"]
+    assert len(lines) == 1 and lines[0].startswith("/predict: 5 tasks of project")
+
+
 def test_predict_maps_labels_and_data_key_from_the_config(client):
     r = client.post("/predict", json=predict_body(["马云在杭州创办了阿里巴巴。"], key="content",
                                                    config=CHINESE_CONFIG))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -110,10 +111,15 @@ def create_app(backend: Backend) -> Flask:
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("'tasks' is missing or not a list")
+        started = time.perf_counter()
         predictions = backend.predict_tasks(tasks, body.get("label_config"), body.get("project"))
         for task, p in zip(tasks, predictions):
-            log.info("task %s: score %.4f %s", task.get("id"), p.score, p.components)
-        return jsonify(results=[p.to_ls() for p in predictions], model_version=backend.model_version(body.get("project")))
+            log.debug("task %s: score %.4f %s", task.get("id"), p.score, p.components)
+        model_version = backend.model_version(body.get("project"))
+        # One line per request: a Retrieve Predictions of 10,000 tasks is one request.
+        log.info("/predict: %d tasks of project %s answered by %s in %.2f s", len(predictions), body.get("project"),
+                 model_version, time.perf_counter() - started)
+        return jsonify(results=[p.to_ls() for p in predictions], model_version=model_version)
 
     @app.post("/ner")
     def ner():

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from tqdm import tqdm
+from tqdm import tqdm
 
 from ..model.chars import UNK
 from ..model.crf import CRF
@@ -128,8 +129,10 @@ def batches_of(items: Sequence[Item], batch_chars: int, shuffle: bool, rng: rand
 def item_emissions(head: Head, items: Sequence[Item], batch_chars: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, emissions [chars, tags])`` of every item, in length-sorted batches, head in eval mode."""
     head.eval()
+    batches = batches_of(items, batch_chars, shuffle=False, rng=random.Random(0))
     with torch.inference_mode():
-        for batch in batches_of(items, batch_chars, shuffle=False, rng=random.Random(0)):
+        # A teacher's pass over a whole corpus takes minutes; a dev set's pass needs no bar.
+        for batch in tqdm(batches, desc="head emissions", disable=len(items) < 10_000):
             states, f = collate([items[i] for i in batch])
             emissions = run_head(head, states, f).numpy()
             for row, i in enumerate(batch):
