@@ -73,14 +73,14 @@ def run(args) -> dict:
 
     settings = Settings.from_env()
     runtime = BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir).load()
-    tokenizer, encoder = runtime.tokenizer, runtime.encoder
     served = HeadBundle.load(default_model_folder())
+    tokenizer, states = runtime.tokenizer, runtime.states_module(served.head.cfg.base_layers, served.vocab, "torch")
     pool, test = split(list(read_examples(DATA)), args.pool)
     replay_pool = [e for _, e in zip(range(20000), read_tagged(msra_path("msra_train.txt")))]
     msra_test = [e for e in read_tagged(msra_path("msra_test.txt")) if e.text][: args.msra_sentences]
     grown = served.with_entity_types(OLD + (NEW,))
-    test_items = items_for(tokenizer, encoder, grown, test)
-    msra_items = items_for(tokenizer, encoder, grown, msra_test)
+    test_items = items_for(tokenizer, states, grown, test)
+    msra_items = items_for(tokenizer, states, grown, msra_test)
     reference = {"test": scores_of(served, test_items, OLD + (NEW,)), "msra_test": scores_of(served, msra_items, OLD),
                  "uncertainty_auc": uncertainty_auc(grown, test_items)}
     log.info("default model: msra_test sample F1 %.4f, PRODUCT uncertainty AUC %.3f",
@@ -98,7 +98,7 @@ def run(args) -> dict:
                                                 and seed not in args.naive_seeds):
                 continue
             started = time.time()
-            result = fine_tune(served, tokenizer, encoder, annotated, replay_pool, [],
+            result = fine_tune(served, tokenizer, states, annotated, replay_pool, [],
                                dataclasses.replace(cfg, seed=seed), project_types=OLD + (NEW,),
                                partial=method == "partial", project_share=args.project_share)
             on_test = scores_of(result.bundle, test_items, OLD + (NEW,))

@@ -364,10 +364,13 @@ class Backend:
             raise ValueError(f"no usable annotations in project {project_id} ({len(skipped)} skipped)")
         current = self.registry.get(self.models.version(project_id))
         served = HeadBundle.load(current.path)
-        tokenizer, encoder = self.runtime.load().tokenizer, self.runtime.encoder
+        tokenizer = self.runtime.load().tokenizer
+        # Trained on the states of the engine that serves it (INT8 states for an INT8 model).
+        states = self.runtime.states_module(served.head.cfg.base_layers, served.vocab,
+                                            engine_for(current, self.settings))
         cfg = project_config(self.settings.train_epochs, self.settings.train_max_steps)
         report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
-        result = fine_tune(served, tokenizer, encoder, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
+        result = fine_tune(served, tokenizer, states, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
                            self.base_data("msra_test.txt", 300), cfg, project_types=schema.entity_types,
                            replay_types=self.default_types(), progress=lambda p: report({"stage": "training", **p}))
         note = self.deploy(result, current, project_id, len(skipped))

@@ -31,7 +31,7 @@ def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
     # The project tags 天气 as an ORG: something the served model never predicts.
     project = [Example("今天天气很好。", (Span(2, 4, "ORG"),))] * 10
     replay = [e for e in tiny_examples() if "天气" not in e.text] * 10
-    result = fine_tune(served, runtime.tokenizer, runtime.encoder, project, replay,
+    result = fine_tune(served, runtime.tokenizer, _states(runtime, served), project, replay,
                        tiny_examples(), TrainConfig(epochs=30, patience=30, batch_chars=256, head_lr=5e-3))
     f = result.figures
     assert f["replay_examples"] >= f["train_examples"] * (1 - MAX_NEW_SHARE) / MAX_NEW_SHARE - 1
@@ -48,13 +48,29 @@ def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(t
     project = [Example("华为在深圳发布Mate60手机。", (Span(0, 2, "ORG"), Span(3, 5, "LOC"), Span(7, 13, "产品"))),
                Example("李明买了Mate60。", (Span(0, 2, "PER"), Span(4, 10, "产品")))] * 6
     replay = tiny_examples() * 10  # says Mate60 is O: partial labels must not learn that
-    result = fine_tune(served, runtime.tokenizer, runtime.encoder, project, replay, tiny_examples(),
+    result = fine_tune(served, runtime.tokenizer, _states(runtime, served), project, replay, tiny_examples(),
                        TrainConfig(epochs=30, patience=30, batch_chars=256, head_lr=5e-3),
                        project_types=("PER", "LOC", "ORG", "产品"))
     f = result.figures
     assert result.bundle.scheme.entity_types == ("PER", "LOC", "ORG", "产品") and f["new_types"] == ["产品"]
     assert f["candidate"]["held_out_per_type"]["产品"] == 1.0 and f["served"]["held_out_per_type"]["产品"] == 0.0
     assert result.deploy, result.reason
+
+
+def test_a_project_trains_on_the_states_of_the_engine_that_serves_it(tiny_model):
+    from raner_backend.training.fine_tune import items_for
+
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    bundle = HeadBundle.load(root / "model")
+    layers = bundle.head.cfg.base_layers
+    states = {engine: [i.token_states.astype("float32") for i in items_for(
+        runtime.tokenizer, runtime.states_module(layers, bundle.vocab, engine), bundle, tiny_examples())]
+        for engine in ("torch", "onnx-fp32", "onnx-int8")}
+    for torch_states, fp32, int8 in zip(*states.values()):
+        assert torch_states.shape == fp32.shape == int8.shape and torch_states.shape[1] == len(layers)
+        assert abs(fp32 - torch_states).max() < 1e-2  # fp16 in the items
+        assert 0 < abs(int8 - torch_states).mean() < 0.2 * abs(torch_states).mean()
 
 
 def test_scores_count_only_the_types_a_project_labels(tiny_model):
@@ -64,9 +80,13 @@ def test_scores_count_only_the_types_a_project_labels(tiny_model):
     root, _ = tiny_model
     runtime = _runtime(tiny_model)
     bundle = HeadBundle.load(root / "model")
-    items = items_for(runtime.tokenizer, runtime.encoder, bundle, tiny_examples())
+    items = items_for(runtime.tokenizer, _states(runtime, bundle), bundle, tiny_examples())
     every = evaluate_items(bundle.head, bundle.crf, bundle.scheme, items)
     people = evaluate_items(bundle.head, bundle.crf, bundle.scheme, items, ("PER",))
     assert set(every["per_type"]) == {"PER", "LOC", "ORG"}
     assert set(people["per_type"]) == {"PER"}
     assert people["overall"] == people["per_type"]["PER"]
+
+
+def _states(runtime, bundle):
+    return runtime.states_module(bundle.head.cfg.base_layers, bundle.vocab, "torch")

@@ -12,9 +12,8 @@ import torch
 from raner_backend.engine.projects import ProjectModels
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.model.crf import CRF
-from raner_backend.model.data import Example
 from raner_backend.model.registry import Registry, RegistryError
-from raner_backend.model.tags import Span, TagScheme
+from raner_backend.model.tags import TagScheme
 
 from .fake_labelstudio import FakeLabelStudio
 from .tiny_bert import tiny_examples
@@ -134,7 +133,7 @@ def test_a_grown_model_keeps_every_known_tag_and_predicts_nothing_new_until_trai
     grown = served.with_entity_types(["PER", "产品", "疾病"])
     assert grown.scheme.entity_types == served.scheme.entity_types + ("产品", "疾病")
     assert grown.head.cfg.num_tags == grown.scheme.num_tags == served.scheme.num_tags + 4
-    items = items_for(runtime.tokenizer, runtime.encoder, grown, tiny_examples())
+    items = items_for(runtime.tokenizer, _states(runtime, grown), grown, tiny_examples())
     old = dict(item_emissions(served.head, items))
     for i, emissions in item_emissions(grown.head, items):
         assert torch.allclose(torch.from_numpy(emissions[:, : served.scheme.num_tags]), torch.from_numpy(old[i]))
@@ -213,3 +212,7 @@ def test_a_connecting_project_is_ranked_once_per_version_so_label_studio_can_sor
     client.post("/setup", json={"project": "6.17", "schema": DEFAULT_LABEL_CONFIG})
     time.sleep(0.5)
     assert json.dumps(fake.calls) == imports, "the same version is not ranked again"
+
+
+def _states(runtime, bundle):
+    return runtime.states_module(bundle.head.cfg.base_layers, bundle.vocab, "torch")

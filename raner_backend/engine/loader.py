@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..model.base import BaseEncoder
 from ..model.bundle import HeadBundle
 from ..model.network import EncoderStates
@@ -25,6 +27,18 @@ ENGINES = ("onnx-int8", "onnx-fp32", "torch")
 HEAD_ONNX = "head.onnx"
 # Part of the export's cache key: 2 = the encoder stops at the highest layer read (was all layers).
 ENCODER_EXPORT = 2
+
+
+class OnnxStates(torch.nn.Module):
+    """The encoder states an ONNX Runtime session gives, in the torch interface of ``EncoderStates``."""
+
+    def __init__(self, session):
+        super().__init__()
+        self.session = session
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
 @dataclass
@@ -64,6 +78,15 @@ class BaseRuntime:
                 quantize_int8(fp32, quantized)
             return quantized
 
+    def states_module(self, layers: tuple[int, ...], vocab, engine: str, threads: int = 0) -> torch.nn.Module:
+        """The encoder states of ``layers`` as ``engine`` computes them, in the torch interface training
+        reads: a model served on INT8 is trained on the INT8 encoder's states."""
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+        if engine == "torch":
+            return EncoderStates(self.load().encoder, tuple(layers)).eval()
+        return OnnxStates(self.encoder_session(tuple(layers), vocab, int8=engine == "onnx-int8", threads=threads))
+
     def encoder_session(self, layers: tuple[int, ...], vocab, int8: bool, threads: int):
         """One ONNX Runtime session of the encoder per export, shared by every model version."""
         path = self.encoder_onnx(layers, vocab, int8)
@@ -101,7 +124,6 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
         raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
     bundle = bundle or HeadBundle.load(folder)
     runtime.load()
-    layers = bundle.head.cfg.base_layers
     if engine == "torch":
         backend = TorchBackend(EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), bundle.head, threads)
     else:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..engine.loader import ENGINES, BaseRuntime
 from ..model.bundle import HeadBundle, single_heads
@@ -25,18 +24,6 @@ from .base_model import Corpus
 from .trainer import Item, TrainConfig, evaluate_items, item_emissions, train
 
 log = logging.getLogger(__name__)
-
-class OnnxStates(torch.nn.Module):
-    """The encoder states an ONNX Runtime session gives, in the torch interface the feature cache uses."""
-
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
-
 
 def student_of(teacher: HeadBundle, overrides: dict) -> HeadBundle:
     """A single head shaped as the teacher's first member with ``overrides``, starting from that
@@ -83,9 +70,7 @@ def distil_base_model(runtime: BaseRuntime, examples: Sequence[Example], out_dir
     teacher_train, teacher_dev = corpus.items(tokenizer, encoder, base, teacher, teacher.head.cfg.base_layers,
                                               cache_dir)
     layers = student.head.cfg.base_layers
-    module = None
-    if states != "torch":
-        module = OnnxStates(runtime.encoder_session(layers, student.vocab, int8=states == "onnx-int8", threads=0))
+    module = runtime.states_module(layers, student.vocab, states)
     train_items, dev_items = corpus.items(tokenizer, encoder, base, student, layers, cache_dir, module, states)
     attach_teacher(teacher, teacher_train, train_items, out_dir / "checkpoint" / "teacher_emissions.npy")
     teacher_dev_f1 = evaluate_items(teacher.head, teacher.crf, teacher.scheme, teacher_dev)["overall"]["f1"]

@@ -24,7 +24,6 @@ from ..model.alignment import encode_texts
 from ..model.bundle import HeadBundle
 from ..model.chars import char_classes
 from ..model.data import Example
-from ..model.network import EncoderStates
 from ..model.tags import DEFAULT_SCHEME, TagScheme
 from .features import length_sorted_batches, pad_ids
 from .trainer import Item, TrainConfig, evaluate_items, train
@@ -47,23 +46,24 @@ class FineTuneResult:
     figures: dict = field(default_factory=dict)
 
 
-def items_for(tokenizer, encoder, bundle: HeadBundle, examples: Sequence[Example], speaks_for: Sequence[str] = (),
-              max_tokens: int = 4096) -> list[Item]:
-    """Encoder states computed in memory (project data is small; no disk cache needed). With
-    ``speaks_for``, the examples' labels are partial: an ``O`` may be any type not in it."""
+def items_for(tokenizer, states: torch.nn.Module, bundle: HeadBundle, examples: Sequence[Example],
+              speaks_for: Sequence[str] = (), max_tokens: int = 4096) -> list[Item]:
+    """Items with the encoder states ``states`` gives for the bundle's base layers (those of the
+    engine that serves it, ``BaseRuntime.states_module``), computed in memory (project data is
+    small; no disk cache needed). With ``speaks_for``, the examples' labels are partial: an ``O``
+    may be any type not in it."""
     if not examples:
         return []
     encoded = encode_texts(tokenizer, [e.text for e in examples])
-    states_module = EncoderStates(encoder, bundle.head.cfg.base_layers).eval()
-    states: list[np.ndarray | None] = [None] * len(examples)
+    per_text: list[np.ndarray | None] = [None] * len(examples)
     with torch.inference_mode():
         for batch in length_sorted_batches([len(e.input_ids) for e in encoded], max_tokens):
             ids, mask = pad_ids([encoded[i] for i in batch], tokenizer.pad_token_id)
-            out = states_module(ids, mask).to(torch.float16).numpy()
+            out = states(ids, mask).to(torch.float16).numpy()
             for row, i in enumerate(batch):
-                states[i] = out[row, : len(encoded[i].input_ids)]
+                per_text[i] = out[row, : len(encoded[i].input_ids)]
     open_tags = open_tags_of(bundle.scheme, speaks_for) if speaks_for else ()
-    return [Item(states[i], enc.char_token, enc.char_piece, bundle.vocab.ids(ex.text), char_classes(ex.text),
+    return [Item(per_text[i], enc.char_token, enc.char_piece, bundle.vocab.ids(ex.text), char_classes(ex.text),
                  bundle.scheme.encode(len(ex.text), ex.spans), ex.spans, open_tags)
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
 
@@ -109,14 +109,15 @@ def scores_of(bundle: HeadBundle, items: Sequence[Item], types: Sequence[str]) -
     return evaluate_items(bundle.head, bundle.crf, bundle.scheme, items, types)
 
 
-def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example], replay_pool: Sequence[Example],
-              probe: Sequence[Example], cfg: TrainConfig, project_types: Sequence[str] = (),
+def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: Sequence[Example],
+              replay_pool: Sequence[Example], probe: Sequence[Example], cfg: TrainConfig, project_types: Sequence[str] = (),
               replay_types: Sequence[str] = DEFAULT_SCHEME.entity_types, partial: bool = True,
               held_out_share: float = 0.2, project_share: float = MAX_NEW_SHARE,
               progress: Callable[[dict], None] | None = None) -> FineTuneResult:
     """Train a copy of ``served``, grown to ``project_types`` (the project's entity types; default:
     the types in its examples), on ``project`` (+ replay), then apply the deploy guard: deploy only
-    if held-out F1 is not worse than the served model's, overall and for each well-supported type."""
+    if held-out F1 is not worse than the served model's, overall and for each well-supported type.
+    ``states``: the encoder states of the engine that serves the project (see ``items_for``)."""
     started = time.time()
     project_types = tuple(project_types) or tuple(dict.fromkeys(s.label for e in project for s in e.spans))
     train_ex, held_ex = split_held_out(list(project), held_out_share, cfg.seed)
@@ -129,10 +130,10 @@ def fine_tune(served: HeadBundle, tokenizer, encoder, project: Sequence[Example]
     new_types = [t for t in candidate.scheme.entity_types if t not in served.scheme.entity_types]
     if new_types and not cfg.out_lr:
         cfg = dataclasses.replace(cfg, out_lr=NEW_TYPE_OUT_LR)
-    train_items = (items_for(tokenizer, encoder, candidate, train_ex, project_types if partial else ()) * repeats
-                   + items_for(tokenizer, encoder, candidate, replay, replay_types if partial else ()))
-    held_items = items_for(tokenizer, encoder, candidate, held_ex)
-    probe_items = items_for(tokenizer, encoder, candidate, probe)
+    train_items = (items_for(tokenizer, states, candidate, train_ex, project_types if partial else ()) * repeats
+                   + items_for(tokenizer, states, candidate, replay, replay_types if partial else ()))
+    held_items = items_for(tokenizer, states, candidate, held_ex)
+    probe_items = items_for(tokenizer, states, candidate, probe)
     before = {"held_out": scores_of(served, held_items, project_types),
               "probe": scores_of(served, probe_items, replay_types)}
     summary = train(candidate.head, candidate.crf, candidate.scheme, train_items, held_items, cfg,

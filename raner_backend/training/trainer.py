@@ -18,7 +18,6 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from tqdm import tqdm
-from tqdm import tqdm
 
 from ..model.chars import UNK
 from ..model.crf import CRF
