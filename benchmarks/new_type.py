@@ -55,13 +55,16 @@ def split(examples: list, pool_size: int) -> tuple[list, list]:
     return [examples[i] for i in order[:pool_size]], [examples[i] for i in order[pool_size:]]
 
 
-def uncertainty_auc(bundle: HeadBundle, items: list) -> float:
-    """P(a sentence holding a PRODUCT is more uncertain than one without), by the served score."""
+def uncertainty_auc(bundle: HeadBundle, items: list, young: bool = True) -> float:
+    """P(a sentence holding a PRODUCT is more uncertain than one without), by the served score
+    (``young``: with the term for the bundle's young types, as served; else without it)."""
     crf = bundle.crf.params()
+    young_tags = [bundle.scheme.begin(t) + role for t in bundle.young_types() for role in (0, 1)] if young else []
     uncertain = np.zeros(len(items))
     for i, emissions in item_emissions(bundle.head, items):
         decoded = decode_emissions(crf, emissions)
-        uncertain[i] = uncertainty_from(decoded.entropy, decoded.best_path_prob).value
+        young_mass = float(decoded.marginals[:, young_tags].sum(axis=1).max()) if young_tags else 0.0
+        uncertain[i] = uncertainty_from(decoded.entropy, decoded.best_path_prob, young_mass).value
     holds = np.array([any(s.label == NEW for s in item.spans) for item in items])
     pos, neg = uncertain[holds], uncertain[~holds]
     return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
@@ -113,6 +116,7 @@ def run(args) -> dict:
                       "msra_old_drop_points": round(100 * (reference["msra_test"]["overall"]["f1"]
                                                            - on_msra["overall"]["f1"]), 2),
                       "uncertainty_auc": round(uncertainty_auc(result.bundle, test_items), 4),
+                      "uncertainty_auc_without_young": round(uncertainty_auc(result.bundle, test_items, False), 4),
                       "deployed": result.deploy, "train_seconds": round(time.time() - started, 1),
                       "epochs": result.figures["epochs"]}
             runs.append(record)
@@ -129,8 +133,10 @@ def summarise(runs: list[dict]) -> list[dict]:
             if not group:
                 continue
             mean = {k: round(float(np.mean([r[k] for r in group])), 4)
-                    for k in ("new_type_f1", "msra_old_f1", "msra_old_drop_points", "uncertainty_auc", "characters",
-                              "entities", "new_type_mentions", "train_seconds")}
+                    for k in ("new_type_f1", "msra_old_f1", "msra_old_drop_points", "uncertainty_auc",
+                              "uncertainty_auc_without_young", "characters", "entities", "new_type_mentions",
+                              "train_seconds")
+                    if all(k in r for r in group)}  # runs from before a figure existed lack it
             rows.append({"method": method, "sentences": size, "seeds": len(group),
                          "new_type_f1_std": round(float(np.std([r["new_type_f1"] for r in group])), 4), **mean})
     return rows

@@ -1,7 +1,8 @@
 """Fine-tuning from the served model, with replay and the deploy guard."""
 from __future__ import annotations
 
-from raner_backend.engine.loader import BaseRuntime
+from raner_backend.active.uncertainty import uncertainty_of
+from raner_backend.engine.loader import BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.model.data import Example
@@ -41,7 +42,7 @@ def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
     assert HeadBundle.load(root / "model").head.state_dict()["out.weight"].equal(served.head.state_dict()["out.weight"])
 
 
-def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(tiny_model):
+def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(tiny_model, tmp_path):
     root, _ = tiny_model
     runtime = _runtime(tiny_model)
     served = HeadBundle.load(root / "model")
@@ -55,6 +56,13 @@ def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(t
     assert result.bundle.scheme.entity_types == ("PER", "LOC", "ORG", "产品") and f["new_types"] == ["产品"]
     assert f["candidate"]["held_out_per_type"]["产品"] == 1.0 and f["served"]["held_out_per_type"]["产品"] == 0.0
     assert result.deploy, result.reason
+    # Learned from a handful of mentions, 产品 is young: where the model sees it, the task is doubtful.
+    assert result.bundle.learned_from == {"产品": f["train_examples"]} and f["young_types"] == ["产品"]
+    result.bundle.save(tmp_path)
+    predictor = build_predictor(runtime, tmp_path, "young", "torch", cache_size=0)
+    product, plain = predictor.predict(["李明买了Mate60。", "李明在深圳。"])
+    assert uncertainty_of(product).value >= product.young_mass > 0.9, product.young_mass
+    assert plain.young_mass < product.young_mass - 0.2, plain.young_mass
 
 
 def test_a_project_trains_on_the_states_of_the_engine_that_serves_it(tiny_model):

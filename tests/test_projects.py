@@ -142,6 +142,19 @@ def test_a_grown_model_keeps_every_known_tag_and_predicts_nothing_new_until_trai
     assert grown.crf.transitions[: served.scheme.num_tags, : served.scheme.num_tags].equal(served.crf.transitions)
 
 
+def test_grown_types_are_young_until_learned_from_enough_mentions(tiny_model, tmp_path):
+    from raner_backend.model.bundle import YOUNG_TYPE_MENTIONS
+
+    root, _ = tiny_model
+    served = HeadBundle.load(root / "model")
+    assert served.young_types() == ()
+    grown = served.with_entity_types(["PER", "产品", "疾病"])
+    assert grown.learned_from == {"产品": 0, "疾病": 0} and grown.young_types() == ("产品", "疾病")
+    grown.learned_from["疾病"] = YOUNG_TYPE_MENTIONS
+    grown.save(tmp_path)
+    assert HeadBundle.load(tmp_path).young_types() == ("产品",)
+
+
 def test_partial_labels_sum_over_the_tags_a_text_cannot_speak_for():
     scheme = TagScheme(("PER", "产品"))
     crf = CRF(scheme)

@@ -78,6 +78,13 @@ def test_a_confident_text_without_entities_is_not_uncertain_and_length_does_not_
     assert long.value == pytest.approx(short.value, abs=1e-6)
 
 
+def test_a_likely_mention_of_a_young_type_is_uncertain_however_sure_the_model_is():
+    sure = uncertainty_from(np.full(20, 0.001, np.float32), 0.99, young_mass=0.9)
+    assert sure.value == pytest.approx(0.9) and sure.to_dict()["young_type"] == 0.9
+    doubtful = uncertainty_from(np.full(20, 0.6, np.float32), 0.01, young_mass=0.1)
+    assert doubtful.value == uncertainty_from(np.full(20, 0.6, np.float32), 0.01).value > 0.1
+
+
 def clustered_pool(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     topics = rng.normal(size=(20, dim))

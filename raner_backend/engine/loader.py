@@ -131,4 +131,5 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
     config = runtime.encoder.config
     return Predictor(version, runtime.tokenizer, backend, bundle.scheme, bundle.vocab, bundle.crf.params(),
                      hidden=config.hidden_size, cache_size=cache_size,
-                     max_tokens=min(MAX_TOKENS, getattr(config, "max_position_embeddings", MAX_TOKENS)))
+                     max_tokens=min(MAX_TOKENS, getattr(config, "max_position_embeddings", MAX_TOKENS)),
+                     young_types=bundle.young_types())

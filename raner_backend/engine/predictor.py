@@ -79,6 +79,7 @@ class TextResult:
     best_path_prob: float  # P(best path | text) under the CRF
     embedding: np.ndarray  # mean of character states (for diversity)
     tags: np.ndarray = field(repr=False, default=None)
+    young_mass: float = 0.0  # the most any character's marginals give to the tags of young types
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class Predictor:
 
     def __init__(self, version: str, tokenizer, backend: EmissionBackend, scheme: TagScheme, vocab: CharVocab,
                  crf: CrfParams, hidden: int, cache_size: int = 4096, batch_tokens: int = 4096, window_chars: int = 256,
-                 window_overlap: int = 64, max_tokens: int = MAX_TOKENS):
+                 window_overlap: int = 64, max_tokens: int = MAX_TOKENS, young_types: Sequence[str] = ()):
         self.version = version
         self.tokenizer = tokenizer
         self.backend = backend
@@ -180,6 +181,7 @@ class Predictor:
         self.window_chars = window_chars
         self.window_overlap = window_overlap
         self.max_tokens = max_tokens
+        self.young_tags = np.array([scheme.begin(t) + role for t in young_types for role in (0, 1)], dtype=np.int64)
 
     # -- preprocess -------------------------------------------------------------------------
     def _windows(self, index: int, text: str) -> list[_Window]:
@@ -253,8 +255,9 @@ class Predictor:
                                    float(chosen.mean())))
         total = sum(w.embedding_count for w in windows)
         embedding = sum(w.embedding_sum for w in windows) / max(total, 1)
+        young_mass = float(decoded.marginals[:, self.young_tags].sum(axis=1).max()) if self.young_tags.size else 0.0
         return TextResult(len(text), entities, decoded.entropy, decoded.best_path_prob, embedding.astype(np.float32),
-                          decoded.path)
+                          decoded.path, young_mass)
 
     def predict(self, texts: Sequence[str]) -> list[TextResult]:
         results: list[TextResult | None] = [self.cache.get(t) for t in texts]

@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +27,7 @@ WEIGHTS = "head.safetensors"
 CONFIG = "head_config.json"
 SCALE = ".int8_scale"  # key suffix of the per-row scales of a weight stored in int8
 MIN_INT8_SIZE = 4096  # smaller tensors (biases, norms) are not worth it
+YOUNG_TYPE_MENTIONS = 200  # a type grown from fewer annotated mentions is young (see active/uncertainty.py)
 
 
 @dataclass
@@ -36,6 +37,13 @@ class HeadBundle:
     head: Head
     crf: CRF
     base: dict  # {"name": ..., "sha256": ...}
+    # Each type this model grew (not learned from a base corpus): the annotated mentions it learned from.
+    learned_from: dict[str, int] = field(default_factory=dict)
+
+    def young_types(self) -> tuple[str, ...]:
+        """Types grown from fewer than ``YOUNG_TYPE_MENTIONS`` annotated mentions."""
+        return tuple(t for t in self.scheme.entity_types if self.learned_from.get(t, YOUNG_TYPE_MENTIONS)
+                     < YOUNG_TYPE_MENTIONS)
 
     @classmethod
     def new(cls, scheme: TagScheme, vocab: CharVocab, encoder_hidden: int, base: dict, **head_kwargs) -> "HeadBundle":
@@ -77,6 +85,7 @@ class HeadBundle:
         if isinstance(grown.head, HeadEnsemble):
             grown.head.cfg = EnsembleConfig(tuple(h.cfg for h in grown.head.members))
         grown.scheme, grown.crf = scheme, _grown_crf(self.crf, old, scheme)
+        grown.learned_from.update({t: 0 for t in new})
         return grown
 
     def save(self, folder: Path, compact: bool = False) -> None:
@@ -90,7 +99,7 @@ class HeadBundle:
         tensors.update({f"crf.{k}": v.contiguous() for k, v in self.crf.state_dict().items()})
         save_file(tensors, str(folder / WEIGHTS))
         config = {"entity_types": list(self.scheme.entity_types), "head": self.head.cfg.to_dict(),
-                  "chars": self.vocab.chars, "base": self.base}
+                  "chars": self.vocab.chars, "base": self.base, "learned_from": self.learned_from}
         (folder / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=1))
 
     @classmethod
@@ -104,7 +113,7 @@ class HeadBundle:
                               for k, v in tensors.items() if k.startswith("head.") and not k.endswith(SCALE)})
         crf.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("crf.")})
         head.eval(); crf.eval()
-        return cls(scheme, CharVocab(config["chars"]), head, crf, config["base"])
+        return cls(scheme, CharVocab(config["chars"]), head, crf, config["base"], config.get("learned_from", {}))
 
 
 def single_heads(head: Head) -> list[CharHead]:

@@ -140,15 +140,26 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
                     progress=progress, dev_types=project_types)
     after = {"held_out": scores_of(candidate, held_items, project_types),
              "probe": scores_of(candidate, probe_items, replay_types)}
+    learned_from_mentions(candidate, train_ex)
     figures = {"served": _f1s(before), "candidate": _f1s(after), "project_examples": len(project),
                "train_examples": len(train_ex), "held_out_examples": len(held_ex), "replay_examples": len(replay),
                "project_repeats": repeats,
                "entity_types": list(candidate.scheme.entity_types), "new_types": new_types,
+               "learned_from": dict(candidate.learned_from), "young_types": list(candidate.young_types()),
                "partial_labels": partial, "epochs": summary["epochs"], "steps": summary["steps"],
                "history": summary["history"], "seconds": round(time.time() - started, 1)}
     deploy, reason = deploy_verdict(before, after, len(held_ex))
     figures["rule"] = GUARD_RULE
     return FineTuneResult(candidate, deploy, reason, figures)
+
+
+def learned_from_mentions(bundle: HeadBundle, examples: Sequence[Example]) -> None:
+    """Record how many annotated mentions of each grown type ``bundle`` has learned from. A
+    project's training sees all its annotations so far, so the count is this training's (or an
+    earlier one's, if larger)."""
+    for kind in bundle.learned_from:
+        mentions = sum(span.label == kind for e in examples for span in e.spans)
+        bundle.learned_from[kind] = max(bundle.learned_from[kind], mentions)
 
 
 GUARD_RULE = (f"deploy if candidate held-out F1 >= served held-out F1, and no type with >= {MIN_TYPE_SUPPORT} "
