@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,12 +47,15 @@ def head_operators(head_path: Path, calls: list, threads: int) -> dict:
 
     options = ort.SessionOptions()
     options.enable_profiling, options.intra_op_num_threads = True, threads
+    profile_dir = tempfile.mkdtemp()  # ONNX Runtime writes its profile into the working folder otherwise
+    options.profile_file_prefix = str(Path(profile_dir) / "head")
     session = ort.InferenceSession(str(head_path), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     for args in calls:
         feeds = dict(zip(HEAD_INPUTS, args), token_states=args[0].astype(np.float32))
         session.run(None, {k: v for k, v in feeds.items() if k in names})
     events = json.loads(Path(session.end_profiling()).read_text())
+    shutil.rmtree(profile_dir)
     per_op = collections.Counter()
     for event in events:
         if event.get("cat") == "Node":
