@@ -33,7 +33,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from raner_backend.active.uncertainty import uncertainty_from  # noqa: E402
-from raner_backend.engine.predictor import decode_emissions  # noqa: E402
+from raner_backend.engine.predictor import decode_emissions, tag_mass  # noqa: E402
 from raner_backend.model.bundle import HeadBundle  # noqa: E402
 from raner_backend.model.data import msra_path, read_examples, read_tagged  # noqa: E402
 from raner_backend.service import default_model_folder  # noqa: E402
@@ -59,11 +59,11 @@ def uncertainty_auc(bundle: HeadBundle, items: list, young: bool = True) -> floa
     """P(a sentence holding a PRODUCT is more uncertain than one without), by the served score
     (``young``: with the term for the bundle's young types, as served; else without it)."""
     crf = bundle.crf.params()
-    young_tags = [bundle.scheme.begin(t) + role for t in bundle.young_types() for role in (0, 1)] if young else []
+    young_tags = np.array(bundle.scheme.tags_of(bundle.young_types() if young else ()), dtype=np.int64)
     uncertain = np.zeros(len(items))
     for i, emissions in item_emissions(bundle.head, items):
         decoded = decode_emissions(crf, emissions)
-        young_mass = float(decoded.marginals[:, young_tags].sum(axis=1).max()) if young_tags else 0.0
+        young_mass = tag_mass(decoded.marginals, young_tags)
         uncertain[i] = uncertainty_from(decoded.entropy, decoded.best_path_prob, young_mass).value
     holds = np.array([any(s.label == NEW for s in item.spans) for item in items])
     pos, neg = uncertain[holds], uncertain[~holds]

@@ -99,6 +99,11 @@ def decode_emissions(crf: CrfParams, emissions: np.ndarray) -> Decoded:
     return Decoded(path, marginals, entropy, float(np.exp(min(0.0, path_score - log_z))))
 
 
+def tag_mass(marginals: np.ndarray, tags: np.ndarray) -> float:
+    """The most any character's marginals give to ``tags`` together (0 without tags)."""
+    return float(marginals[:, tags].sum(axis=1).max()) if len(tags) else 0.0
+
+
 @dataclass
 class _Window:
     text_index: int
@@ -181,7 +186,7 @@ class Predictor:
         self.window_chars = window_chars
         self.window_overlap = window_overlap
         self.max_tokens = max_tokens
-        self.young_tags = np.array([scheme.begin(t) + role for t in young_types for role in (0, 1)], dtype=np.int64)
+        self.young_tags = np.array(scheme.tags_of(young_types), dtype=np.int64)
 
     # -- preprocess -------------------------------------------------------------------------
     def _windows(self, index: int, text: str) -> list[_Window]:
@@ -255,9 +260,8 @@ class Predictor:
                                    float(chosen.mean())))
         total = sum(w.embedding_count for w in windows)
         embedding = sum(w.embedding_sum for w in windows) / max(total, 1)
-        young_mass = float(decoded.marginals[:, self.young_tags].sum(axis=1).max()) if self.young_tags.size else 0.0
         return TextResult(len(text), entities, decoded.entropy, decoded.best_path_prob, embedding.astype(np.float32),
-                          decoded.path, young_mass)
+                          decoded.path, tag_mass(decoded.marginals, self.young_tags))
 
     def predict(self, texts: Sequence[str]) -> list[TextResult]:
         results: list[TextResult | None] = [self.cache.get(t) for t in texts]

@@ -74,11 +74,12 @@ class EncoderStates(nn.Module):
         mask, _ = self.encoder._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
                                                        embedding_output=hidden, encoder_hidden_states=None,
                                                        cache=None)
-        states = {0: hidden}
+        chosen = {0: hidden} if 0 in self.layers else {}
         for index, layer in enumerate(self.encoder.encoder.layer[: max(self.layers)], start=1):
             hidden = layer(hidden, mask)
-            states[index] = hidden
-        return torch.stack([states[i] for i in self.layers], dim=2)
+            if index in self.layers:
+                chosen[index] = hidden
+        return torch.stack([chosen[i] for i in self.layers], dim=2)
 
 
 class TopLayers(nn.Module):

@@ -34,6 +34,10 @@ class TagScheme:
     def begin(self, entity_type: str) -> int:
         return 1 + 2 * self.entity_types.index(entity_type)
 
+    def tags_of(self, entity_types: Sequence[str]) -> tuple[int, ...]:
+        """The B and I tags of ``entity_types``."""
+        return tuple(self.begin(kind) + role for kind in entity_types for role in (0, 1))
+
     @staticmethod
     def type_index(tag: int) -> int | None:
         """Which entity type (by position) a tag belongs to; None for ``O``."""

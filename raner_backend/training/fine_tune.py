@@ -70,8 +70,7 @@ def items_for(tokenizer, states: torch.nn.Module, bundle: HeadBundle, examples: 
 
 def open_tags_of(scheme: TagScheme, speaks_for: Sequence[str]) -> tuple[int, ...]:
     """The B and I tags of every type of ``scheme`` not in ``speaks_for``."""
-    return tuple(tag for kind in scheme.entity_types if kind not in speaks_for
-                 for tag in (scheme.begin(kind), scheme.begin(kind) + 1))
+    return scheme.tags_of([kind for kind in scheme.entity_types if kind not in speaks_for])
 
 
 def project_config(epochs: int, max_steps: int = 0) -> TrainConfig:
