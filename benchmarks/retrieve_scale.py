@@ -12,18 +12,21 @@ ranking that predicts every task page by page and stores the predictions in bulk
 
 Label Studio 1.23.2 is started as the end-to-end tests start it (``tests/e2e/labelstudio.py``,
 ``.venv-ls``); the backend runs as the end-to-end tests run it (``BackendServer``: a copy of
-``--model-dir``, ``.venv/bin/raner-backend serve``, its log's tail printed on failure). The first "Retrieve predictions" runs in a thread while the main thread polls
-Label Studio every ``--poll`` seconds, so the counts are seen while Label Studio waits on ``/predict``.
+``--model-dir``, ``.venv/bin/raner-backend serve``, its log's tail printed on failure). The first
+"Retrieve predictions" runs in a thread while the main thread polls Label Studio every ``--poll``
+seconds, so the counts are seen while Label Studio waits on ``/predict``.
 
     flock /tmp/e2e.lock .venv/bin/python benchmarks/retrieve_scale.py --tasks 10000 --wait 3600   # benchmarks/results/retrieve_scale.json
 
-(``--wait`` defaults to 600 s; the ranking predicted about 7 tasks/s on 2 busy cores in
-``rank_scale.json``, so 10,000 tasks need more.) A 300-task run (2 cores, load about 2 from another
-job) saw: /predict answered all 300 at 47 s, Label Studio then stored them one by one until 106 s
-while the connect ranking stored its own, so every task ended with two predictions of the version
-(the ranking's delete of the version came first); a second "Retrieve predictions" sent nothing to
-/predict and took 0.2 s. Since then a /predict of many tasks during the project's ranking answers 503
-with the ranking's progress, and the ranking's predictions are the only ones.
+(``--wait`` defaults to 600 s; 10,000 tasks took 622 s in the first run, so give more.) Each poll
+asks Label Studio for the predictions per version (one light request); the task listing, which
+checks that every task holds one, runs only once that count reaches the number of tasks. A 300-task
+run (2 cores, load about 2 from another job) saw: /predict answered all 300 at 47 s, Label Studio
+then stored them one by one until 106 s while the connect ranking stored its own, so every task
+ended with two predictions of the version (the ranking's delete of the version came first); a second
+"Retrieve predictions" sent nothing to /predict and took 0.2 s. Since then a /predict of many tasks
+during the project's ranking answers 503 with the ranking's progress, and the ranking's predictions
+are the only ones.
 """
 from __future__ import annotations
 
@@ -82,10 +85,12 @@ class Backend(BackendServer):
         return rss_mb(self.proc.pid, "VmHWM") if self.proc is not None else float("nan")
 
     def log_counts(self) -> dict:
-        """What the log says /predict did: tasks answered (one INFO line per request) and requests stopped (503)."""
+        """What the log says /predict did: tasks answered (one INFO line per request), requests stopped
+        at the deadline and requests refused while the project's ranking stores the same version (503)."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
         return {"tasks_answered_by_predict": sum(map(int, re.findall(r"/predict: (\d+) tasks of project", text))),
-                "predict_stopped_503": len(re.findall(r"/predict: stopped after", text))}
+                "predict_stopped_503": len(re.findall(r"/predict: stopped after", text)),
+                "predict_refused_during_ranking_503": len(re.findall(r"/predict: the backend is computing", text))}
 
     def predict_answered(self, since_wall: float) -> dict:
         """When /predict had its answers (the first and last request's line, logged just before the
@@ -195,18 +200,22 @@ def run(args, ls: LabelStudioServer, backend: Backend) -> dict:
     all_first_s = None
     deadline = t0 + args.wait
     while True:
-        have, total = tasks_with_version(api, pid, version)
+        # One light request per poll; the task listing (ten heavy pages at 10,000 tasks, which slowed
+        # Label Studio's own storing by half in the first 10k run) only once every task may hold one.
+        stored = int(predictions_per_version(api, pid).get(version, 0))
+        have, total = tasks_with_version(api, pid, version) if stored >= args.tasks else (None, args.tasks)
         now = time.monotonic() - t0
         ranking = ranking_of(backend.health(), pid)
-        timeline.append({"s": round(now, 1), "tasks_with_current": have, "ranking_stage": ranking.get("stage"),
-                         "ranking_done": ranking.get("done"), "first_retrieve_running": thread.is_alive()})
-        print(f"  {now:6.1f} s: {have}/{total} tasks hold a {version} prediction; ranking "
+        timeline.append({"s": round(now, 1), "predictions_of_current": stored, "tasks_with_current": have,
+                         "ranking_stage": ranking.get("stage"), "ranking_done": ranking.get("done"),
+                         "first_retrieve_running": thread.is_alive()})
+        print(f"  {now:6.1f} s: {stored} {version} predictions, {have} of {total} tasks hold one; ranking "
               f"{ranking.get('stage')} {ranking.get('done', '')}/{ranking.get('total', '')}; "
               f"retrieve {'running' if thread.is_alive() else 'returned'}", flush=True)
-        if have >= args.tasks and all_first_s is None:
+        if have is not None and have >= args.tasks and all_first_s is None:
             all_first_s = round(now, 1)
         settled = not thread.is_alive() and ranking.get("stage") in TERMINAL
-        if (settled and have >= args.tasks) or (settled and ranking.get("stage") == "failed") \
+        if (settled and have is not None and have >= args.tasks) or (settled and ranking.get("stage") == "failed") \
                 or time.monotonic() >= deadline:
             break
         time.sleep(args.poll)
@@ -223,7 +232,8 @@ def run(args, ls: LabelStudioServer, backend: Backend) -> dict:
     log_end = backend.log_counts()
     health = backend.health()
     ranking = ranking_of(health, pid)
-    dips = [p["tasks_with_current"] for p in timeline if all_first_s is not None and p["s"] > all_first_s]
+    dips = [p["tasks_with_current"] for p in timeline if all_first_s is not None and p["s"] > all_first_s
+            and p["tasks_with_current"] is not None]
 
     return {
         "tasks": args.tasks,

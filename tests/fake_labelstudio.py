@@ -17,6 +17,7 @@ class FakeLabelStudio:
         self.model_version = None
         self.deleted: list[int] = []
         self.calls: Counter = Counter()  # the paged and bulk calls below, by name
+        self.expected_deletes: list[int] = []  # what the caller expected each version delete to remove
 
     def label_config(self, project_id):
         return self.config
@@ -58,8 +59,9 @@ class FakeLabelStudio:
         return [{"id": t["id"], "data": json.loads(json.dumps(t["data"])), "labelled": t["labelled"],
                  "versions": sorted({p["model_version"] for p in t["predictions"]})} for t in chunk], len(self.tasks_)
 
-    def delete_predictions_of_version(self, project_id, version):
+    def delete_predictions_of_version(self, project_id, version, expected=0):
         self.calls["delete_predictions_of_version"] += 1
+        self.expected_deletes.append(expected)
         before = sum(len(t["predictions"]) for t in self.tasks_)
         for t in self.tasks_:
             t["predictions"] = [p for p in t["predictions"] if p["model_version"] != version]

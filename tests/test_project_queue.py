@@ -55,7 +55,34 @@ def test_ranking_again_replaces_the_predictions_of_the_same_version(tiny_backend
     tiny_backend.rank_project(5, client=fake)
     report = tiny_backend.rank_project(5, client=fake)
     assert report.replaced == 6 and fake.calls["delete_predictions_of_version"] == 2
+    assert fake.expected_deletes == [0, 6], "the listing told how many predictions the delete removes"
     assert all(len(p) == 1 for p in current_predictions(fake).values())
+
+
+def test_deleting_many_predictions_waits_in_proportion_to_them(monkeypatch):
+    """Label Studio took about 9 ms per deleted prediction; 10,000 ran past the 60 s timeout and failed
+    a whole ranking after it had predicted every task."""
+    from raner_backend.training.ls_client import LabelStudioClient
+
+    ls, sent = LabelStudioClient("http://127.0.0.1:9", "secret", timeout=60), {}
+
+    class Answer:
+        def raise_for_status(self):
+            pass
+
+        def json(self):
+            return {"deleted_predictions": 10000}
+
+    def request(path, **kwargs):
+        sent.update(kwargs, path=path)
+        return Answer()
+
+    monkeypatch.setattr(ls.client._client_wrapper.httpx_client, "request", request)
+    assert ls.delete_predictions_of_version(3, "raner-2", expected=10000) == 10000
+    assert sent["path"] == "api/projects/3/model-versions/" and sent["json"] == {"model_version": "raner-2"}
+    assert sent["request_options"]["timeout"] >= 60 + 3 * 0.009 * 10000
+    ls.delete_predictions_of_version(3, "raner-2")
+    assert sent["request_options"]["timeout"] == 60
 
 
 def test_a_labelled_task_keeps_its_prediction_of_the_version_and_other_versions_stay(tiny_backend, client):

@@ -50,7 +50,7 @@ class ProjectApi(Protocol):
     """What the job needs of Label Studio (``training.ls_client.LabelStudioClient`` provides it)."""
 
     def task_page(self, project_id: int, page: int, page_size: int) -> tuple[list[dict], int]: ...
-    def delete_predictions_of_version(self, project_id: int, version: str) -> int: ...
+    def delete_predictions_of_version(self, project_id: int, version: str, expected: int = 0) -> int: ...
     def import_predictions(self, project_id: int, predictions: list[dict]) -> None: ...
     def create_prediction(self, task_id: int, result: list, score: float, version: str,
                           cluster: int | None = None) -> None: ...
@@ -110,6 +110,7 @@ class Pool:
     tasks: list[PooledTask] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     skipped: int = 0
+    holding_version: int = 0  # tasks listed with a prediction of the version already
 
     def indices(self, labelled: bool) -> list[int]:
         return [i for i, t in enumerate(self.tasks) if t.labelled == labelled]
@@ -162,6 +163,7 @@ def predict_pool(api: ProjectApi, project_id: int, predictor, schema: LabelSchem
         readable, skipped = readable_tasks(tasks, schema.data_key)
         pool.skipped += skipped
         texts = [t["data"][schema.data_key] for t in readable]
+        pool.holding_version += sum(predictor.version in t["versions"] for t in tasks)
         for task, text, result in zip(readable, texts, predictor.predict(texts)):
             pool.tasks.append(pooled(task, text, result, schema, predictor.version))
             pool.embeddings.append(np.asarray(result.embedding, dtype=np.float32))
@@ -209,7 +211,7 @@ def store_queue(api: ProjectApi, report: QueueReport, pool: Pool, progress: Prog
                 for t in pool.tasks if t.labelled and t.regions is not None]
     total = len(report.queue) + len(restored)
     progress("store", 0, total)
-    replaced = api.delete_predictions_of_version(report.project, version)
+    replaced = api.delete_predictions_of_version(report.project, version, expected=pool.holding_version)
     if report.clusters_stored:
         for done, q in enumerate(report.queue, 1):
             api.create_prediction(q.task_id, regions[q.task_id], q.score, version, cluster=q.cluster)

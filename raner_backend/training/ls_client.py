@@ -9,6 +9,7 @@ log = logging.getLogger(__name__)
 
 
 TASK_PAGE_FIELDS = "id,data,is_labeled,total_annotations,predictions_model_versions"
+DELETE_SECONDS_PER_PREDICTION = 0.05  # five times what Label Studio 1.23 took on SQLite, 2 cores
 
 
 class LabelStudioError(RuntimeError):
@@ -91,13 +92,20 @@ class LabelStudioClient:
             log.warning("Label Studio stored %d of %d predictions in project %s: it dropped invalid ones",
                         created, len(predictions), project_id)
 
-    def delete_predictions_of_version(self, project_id: int, version: str) -> int:
+    def delete_predictions_of_version(self, project_id: int, version: str, expected: int = 0) -> int:
         """Every prediction of ``version`` in the project, in one request; returns how many. The SDK has
         no method for ``DELETE /api/projects/{id}/model-versions/`` (its HTTP client carries the auth).
-        Label Studio also clears the project's ``model_version`` when it was that version."""
+        Label Studio also clears the project's ``model_version`` when it was that version.
+
+        Label Studio updates the task's counters for each deleted prediction (about 9 ms each on
+        SQLite: 10,000 took longer than the usual timeout), so the wait grows with the ``expected``
+        number of predictions."""
+        timeout = self._timeout + DELETE_SECONDS_PER_PREDICTION * max(expected, 0)
+
         def delete():
             response = self.client._client_wrapper.httpx_client.request(
-                f"api/projects/{project_id}/model-versions/", method="DELETE", json={"model_version": version})
+                f"api/projects/{project_id}/model-versions/", method="DELETE", json={"model_version": version},
+                request_options={"timeout": timeout})
             response.raise_for_status()
             return int(response.json().get("deleted_predictions", 0))
 
