@@ -67,6 +67,14 @@ def test_batched_and_single_predictions_agree(predictor):
     assert batched == single
 
 
+def test_emissions_are_what_the_crf_decodes(predictor):
+    texts = [e.text for e in tiny_examples()[:4]] + ["", "x" * 90]
+    predictor.window_chars, predictor.window_overlap = 24, 8  # stitched from windows, too
+    for text, emissions, result in zip(texts, predictor.emissions(texts), predictor.predict(texts)):
+        assert emissions.shape == (len(text), predictor.scheme.num_tags)
+        assert predictor.crf.viterbi(emissions)[0].tolist() == result.tags.tolist()
+
+
 def test_results_are_cached_per_text_and_bounded(predictor):
     text = tiny_examples()[1].text
     first = predictor.predict([text])[0]

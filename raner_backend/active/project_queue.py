@@ -13,8 +13,10 @@ Diversity needs the whole pool, not one ``/predict`` request, so this runs as a 
 - ``store``: each unlabelled task gets a prediction of that version carrying its priority as
   ``score``. Earlier predictions of the same version are replaced, because Label Studio's score
   column averages all of them: one request deletes the version, and labelled tasks that held a
-  prediction of it get theirs back (``/predict``'s). Predictions go in bulk, a chunk per
-  request. Label Studio 1.23's bulk import drops ``cluster``, and one request per task costs
+  prediction of it get theirs back (``/predict``'s). Predictions go in bulk, a chunk per request,
+  large because each request costs Label Studio time in proportion to the project
+  (benchmarks/results/rank_scale_10k_chunks500.json: 20 chunks of 500 took 152 s in a 10,000-task
+  project). Label Studio 1.23's bulk import drops ``cluster``, and one request per task costs
   0.1-0.2 s, so a pool of up to ``cluster_limit`` tasks is stored one task at a time with its
   cluster, a larger one without clusters: Label Studio's uncertainty sampling then follows the
   score order, which the k-center queue has already spread over kinds of text.
@@ -39,7 +41,7 @@ from .uncertainty import Uncertainty, uncertainty_of
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-STORE_CHUNK = 500
+STORE_CHUNK = 5000  # Label Studio 1.23 spends ~8 s per import call in a 10,000-task project, whatever its size
 CLUSTER_LIMIT = 300
 PREVIEW_CHARS = 60
 

@@ -241,15 +241,17 @@ class Predictor:
                 w.embedding_count = int(covered.sum())
 
     # -- postprocess --------------------------------------------------------------------------
+    def _stitched(self, text: str, windows: list[_Window]) -> np.ndarray:
+        emissions = np.zeros((len(text), self.scheme.num_tags), dtype=np.float32)
+        for w, (lo, hi) in zip(windows, stitch_owner([(w.start, w.end) for w in windows])):
+            emissions[lo:hi] = w.emissions[lo - w.start : hi - w.start]
+        return emissions
+
     def _decode(self, text: str, windows: list[_Window]) -> TextResult:
-        n_tags = self.scheme.num_tags
         if not text:
             return TextResult(0, [], np.zeros(0, np.float32), 1.0, np.zeros(self.hidden, np.float32),
                               np.zeros(0, np.int64))
-        emissions = np.zeros((len(text), n_tags), dtype=np.float32)
-        for w, (lo, hi) in zip(windows, stitch_owner([(w.start, w.end) for w in windows])):
-            emissions[lo:hi] = w.emissions[lo - w.start : hi - w.start]
-        decoded = decode_emissions(self.crf, emissions)
+        decoded = decode_emissions(self.crf, self._stitched(text, windows))
         entities = []
         for span in self.scheme.decode(decoded.path):
             chosen = decoded.marginals[np.arange(span.start, span.end), decoded.path[span.start : span.end]]
@@ -262,6 +264,14 @@ class Predictor:
         embedding = sum(w.embedding_sum for w in windows) / max(total, 1)
         return TextResult(len(text), entities, decoded.entropy, decoded.best_path_prob, embedding.astype(np.float32),
                           decoded.path, tag_mass(decoded.marginals, self.young_tags))
+
+    def emissions(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's emissions [characters, tags] before CRF decoding (not cached): what models
+        stacked on this one (benchmarks/lexicon_stack.py) learn from."""
+        readable = [model_text(t) for t in texts]
+        per_text = [self._windows(k, t) for k, t in enumerate(readable)]
+        self._run(readable, [w for ws in per_text for w in ws])
+        return [self._stitched(t, ws) for t, ws in zip(readable, per_text)]
 
     def predict(self, texts: Sequence[str]) -> list[TextResult]:
         results: list[TextResult | None] = [self.cache.get(t) for t in texts]
