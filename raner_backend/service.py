@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .active import project_queue
 from .active.uncertainty import uncertainty_of
 from .engine.batcher import Coalescer
-from .engine.predictor import Predictor
+from .engine.predictor import DeadlinePassed, Predictor
 from .engine.projects import ProjectModels
 from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_onnx
 from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
@@ -93,6 +93,20 @@ class Unavailable(RuntimeError):
 
 RANKING_STAGES = ("queued", "predict", "rank", "store")  # a ranking in these stages owns its version's predictions
 PREDICT_CHUNK = 512  # texts per engine call in a large /predict, between looks at the caller's deadline
+PREDICT_CHUNK_CHARS = 50_000  # ... and characters (one chunk of long texts would take minutes)
+
+
+def text_chunks(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` index ranges of at most ``PREDICT_CHUNK`` texts and, unless one text alone
+    is longer, ``PREDICT_CHUNK_CHARS`` characters."""
+    start, chars = 0, 0
+    for end, text in enumerate(texts):
+        if end > start and (end - start >= PREDICT_CHUNK or chars + len(text) > PREDICT_CHUNK_CHARS):
+            yield start, end
+            start, chars = end, 0
+        chars += len(text)
+    if start < len(texts):
+        yield start, len(texts)
 
 
 def project_id_of(value: Any) -> int | None:
@@ -256,17 +270,22 @@ class Backend:
 
     def _results_in_time(self, predictor: Predictor, texts: Sequence[str]) -> list:
         """Results in chunks; stop once the caller has stopped waiting (Label Studio gives up at
-        100 s and then drops every answer), rather than compute on for no one."""
+        100 s and then drops every answer), rather than compute on for no one: between chunks, and
+        between the engine's batches inside a chunk (a single long text is many batches)."""
         started, limit = time.monotonic(), self.settings.predict_timeout_s
+        deadline = started + limit if limit else None
         results: list = []
-        for start in range(0, len(texts), PREDICT_CHUNK):
-            elapsed = time.monotonic() - started
-            if start and limit and elapsed > limit:
+        for start, end in text_chunks(texts):
+            try:
+                if deadline is not None and start and time.monotonic() > deadline:
+                    raise DeadlinePassed("between chunks")
+                results += self.coalescer.predict(predictor, texts[start:end], deadline)
+            except DeadlinePassed:
                 raise Unavailable(
-                    f"stopped after {elapsed:.0f} s with {start} of {len(texts)} tasks predicted: the caller waits "
-                    f"{limit:.0f} s (PREDICT_TIMEOUT_S, Label Studio's ML_TIMEOUT_PREDICT). Predictions stored "
-                    f"ahead by the connect ranking or `raner-backend rank` need no request; or retrieve fewer tasks")
-            results += self.coalescer.predict(predictor, texts[start : start + PREDICT_CHUNK])
+                    f"stopped after {time.monotonic() - started:.0f} s with {start} of {len(texts)} tasks predicted: "
+                    f"the caller waits {limit:.0f} s (PREDICT_TIMEOUT_S, Label Studio's ML_TIMEOUT_PREDICT). "
+                    f"Predictions stored ahead by the connect ranking or `raner-backend rank` need no request; "
+                    f"or retrieve fewer tasks") from None
         return results
 
     def model_version(self, project: Any = None) -> str | None:

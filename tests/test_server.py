@@ -220,6 +220,32 @@ def test_a_predict_that_outlives_its_caller_stops_with_503(tiny_settings, monkey
     assert within_one_chunk.status_code == 200 and len(within_one_chunk.json["results"]) == 2
 
 
+def test_one_long_text_stops_at_the_deadline_between_batches(tiny_settings):
+    import dataclasses
+
+    from raner_backend import service
+    from raner_backend.server.app import create_app
+
+    backend = service.Backend(dataclasses.replace(tiny_settings, predict_timeout_s=1e-6)).start()
+    predictor = backend.models.predictor()
+    predictor.window_chars, predictor.batch_tokens = 16, 64  # many windows, several batches
+    client = create_app(backend).test_client()
+    r = client.post("/predict", json=predict_body(["马云在杭州创办了阿里巴巴。" * 40]))
+    assert r.status_code == 503 and "0 of 1 tasks" in r.json["error"]
+    short = client.post("/predict", json=predict_body(["马云在杭州。"]))
+    assert short.status_code == 200, "one batch always runs"
+
+
+def test_chunks_bound_texts_and_characters(monkeypatch):
+    from raner_backend import service
+
+    monkeypatch.setattr(service, "PREDICT_CHUNK", 3)
+    monkeypatch.setattr(service, "PREDICT_CHUNK_CHARS", 10)
+    texts = ["a" * 4, "b" * 4, "c" * 30, "d", "e", "f", "g"]
+    assert list(service.text_chunks(texts)) == [(0, 2), (2, 3), (3, 6), (6, 7)]
+    assert list(service.text_chunks([])) == []
+
+
 def test_many_tasks_wait_for_the_projects_running_ranking_but_one_task_is_answered(client, tiny_backend):
     version = tiny_backend.models.version()
     tiny_backend.rankings[1] = {"project": 1, "model_version": version, "stage": "predict", "done": 500,

@@ -38,10 +38,11 @@ class Coalescer:
         if self.wait_s > 0:
             threading.Thread(target=self._serve, name="coalescer", daemon=True).start()
 
-    def predict(self, predictor: Predictor, texts: Sequence[str]) -> list[TextResult]:
-        """One result per text, from ``predictor``."""
+    def predict(self, predictor: Predictor, texts: Sequence[str], deadline: float | None = None) -> list[TextResult]:
+        """One result per text, from ``predictor``. ``deadline`` bounds a request that runs on its own
+        (large, or alone); one batched with others is small and runs whole."""
         if self.wait_s <= 0 or len(texts) >= self.max_texts or sum(map(len, texts)) > self.max_chars:
-            return predictor.predict(texts)
+            return predictor.predict(texts, deadline)
         request = _Request(predictor, texts)
         with self._cond:
             alone = not self._queue and not self._running
@@ -52,7 +53,7 @@ class Coalescer:
                 self._cond.notify()
         if alone:
             try:
-                return predictor.predict(texts)
+                return predictor.predict(texts, deadline)
             finally:
                 with self._cond:
                     self._running -= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -54,6 +55,10 @@ def snap_to_words(text: str, start: int, end: int) -> tuple[int, int] | None:
     while end < len(text) and _in_word(text[end - 1]) and _in_word(text[end]):
         end += 1
     return start, end
+
+
+class DeadlinePassed(RuntimeError):
+    """The caller's deadline passed between two batches; what was computed is dropped."""
 
 
 @dataclass(frozen=True)
@@ -211,10 +216,12 @@ class Predictor:
                        np.where(beyond, NO_TOKEN, enc.char_piece))
 
     # -- forward ------------------------------------------------------------------------------
-    def _run(self, texts: Sequence[str], windows: list[_Window]) -> None:
+    def _run(self, texts: Sequence[str], windows: list[_Window], deadline: float | None = None) -> None:
         pad = self.tokenizer.pad_token_id
         lengths = [len(w.input_ids) for w in windows]
-        for batch in length_sorted_batches(lengths, self.batch_tokens):
+        for done, batch in enumerate(length_sorted_batches(lengths, self.batch_tokens)):
+            if done and deadline is not None and time.monotonic() > deadline:
+                raise DeadlinePassed(f"the deadline passed with {done} batches of windows computed")
             group = [windows[i] for i in batch]
             n_tok = max(len(w.input_ids) for w in group)
             n_chr = max(w.end - w.start for w in group)
@@ -273,7 +280,9 @@ class Predictor:
         self._run(readable, [w for ws in per_text for w in ws])
         return [self._stitched(t, ws) for t, ws in zip(readable, per_text)]
 
-    def predict(self, texts: Sequence[str]) -> list[TextResult]:
+    def predict(self, texts: Sequence[str], deadline: float | None = None) -> list[TextResult]:
+        """One result per text. ``deadline`` (``time.monotonic()``): raise ``DeadlinePassed`` rather
+        than start another batch after it (one text of 200,000 characters is ~100 batches)."""
         results: list[TextResult | None] = [self.cache.get(t) for t in texts]
         todo = {}
         for i, text in enumerate(texts):
@@ -284,7 +293,7 @@ class Predictor:
             readable = [model_text(t) for t in order]
             per_text = [self._windows(k, t) for k, t in enumerate(readable)]
             flat = [w for ws in per_text for w in ws]
-            self._run(readable, flat)
+            self._run(readable, flat, deadline)
             for text, ws in zip(order, per_text):
                 result = self._decode(text, ws)
                 self.cache.put(text, result)
