@@ -122,7 +122,7 @@ def test_a_lone_request_runs_at_once_without_waiting_for_company(runtime, tiny_m
 class _Failing:
     version = "broken"
 
-    def predict(self, texts):
+    def predict(self, texts, deadline=None):
         raise RuntimeError("the engine failed")
 
 
