@@ -274,18 +274,22 @@ class Backend:
         between the engine's batches inside a chunk (a single long text is many batches)."""
         started, limit = time.monotonic(), self.settings.predict_timeout_s
         deadline = started + limit if limit else None
+
+        def stopped(done: int) -> Unavailable:
+            return Unavailable(
+                f"stopped after {time.monotonic() - started:.0f} s with {done} of {len(texts)} tasks predicted: "
+                f"the caller waits {limit:.0f} s (PREDICT_TIMEOUT_S, Label Studio's ML_TIMEOUT_PREDICT). "
+                f"Predictions stored ahead by the connect ranking or `raner-backend rank` need no request; "
+                f"or retrieve fewer tasks")
+
         results: list = []
         for start, end in text_chunks(texts):
+            if deadline is not None and start and time.monotonic() > deadline:
+                raise stopped(start)
             try:
-                if deadline is not None and start and time.monotonic() > deadline:
-                    raise DeadlinePassed("between chunks")
                 results += self.coalescer.predict(predictor, texts[start:end], deadline)
             except DeadlinePassed:
-                raise Unavailable(
-                    f"stopped after {time.monotonic() - started:.0f} s with {start} of {len(texts)} tasks predicted: "
-                    f"the caller waits {limit:.0f} s (PREDICT_TIMEOUT_S, Label Studio's ML_TIMEOUT_PREDICT). "
-                    f"Predictions stored ahead by the connect ranking or `raner-backend rank` need no request; "
-                    f"or retrieve fewer tasks") from None
+                raise stopped(start) from None
         return results
 
     def model_version(self, project: Any = None) -> str | None:

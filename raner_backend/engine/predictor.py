@@ -272,12 +272,17 @@ class Predictor:
         return TextResult(len(text), entities, decoded.entropy, decoded.best_path_prob, embedding.astype(np.float32),
                           decoded.path, tag_mass(decoded.marginals, self.young_tags))
 
+    def _forward(self, texts: Sequence[str], deadline: float | None = None) -> tuple[list[str], list[list[_Window]]]:
+        """The texts as the model reads them, and each one's windows with their emissions."""
+        readable = [model_text(t) for t in texts]
+        per_text = [self._windows(k, t) for k, t in enumerate(readable)]
+        self._run(readable, [w for ws in per_text for w in ws], deadline)
+        return readable, per_text
+
     def emissions(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's emissions [characters, tags] before CRF decoding (not cached): what models
         stacked on this one (benchmarks/lexicon_stack.py) learn from."""
-        readable = [model_text(t) for t in texts]
-        per_text = [self._windows(k, t) for k, t in enumerate(readable)]
-        self._run(readable, [w for ws in per_text for w in ws])
+        readable, per_text = self._forward(texts)
         return [self._stitched(t, ws) for t, ws in zip(readable, per_text)]
 
     def predict(self, texts: Sequence[str], deadline: float | None = None) -> list[TextResult]:
@@ -290,10 +295,7 @@ class Predictor:
                 todo[text] = i
         if todo:
             order = list(todo)
-            readable = [model_text(t) for t in order]
-            per_text = [self._windows(k, t) for k, t in enumerate(readable)]
-            flat = [w for ws in per_text for w in ws]
-            self._run(readable, flat, deadline)
+            _, per_text = self._forward(order, deadline)
             for text, ws in zip(order, per_text):
                 result = self._decode(text, ws)
                 self.cache.put(text, result)
