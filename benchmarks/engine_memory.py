@@ -21,16 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from process_memory import rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "engine_memory.json"
 PAGE = 250
-
-
-def rss_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return -1
 
 
 def child(n: int) -> dict:
@@ -41,10 +36,10 @@ def child(n: int) -> dict:
 
     predictor = Backend(Settings.from_env(cache_size=0)).start(install=False).models.predictor()
     texts = [e.text for e in read_tagged(msra_path("msra_test.txt")) if e.text][:n]
-    rss, started = [[0, rss_mb()]], time.perf_counter()
+    rss, started = [[0, round(rss_mb())]], time.perf_counter()
     for k in range(0, len(texts), PAGE):
         predictor.predict(texts[k : k + PAGE])
-        rss.append([k + len(texts[k : k + PAGE]), rss_mb()])
+        rss.append([k + len(texts[k : k + PAGE]), round(rss_mb())])
     seconds = time.perf_counter() - started
     one = []
     for text in [t for t in texts if 40 <= len(t) <= 50][:100]:  # seen before: their shapes may be cached

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from process_memory import rss_mb
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.model.registry import Registry
 from raner_backend.service import Backend, default_model_folder
@@ -24,13 +25,6 @@ from raner_backend.settings import Settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "projects.json"
 TEXT = "华为在深圳发布了新款手机，余承东表示销量超过预期。"
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def add_project_versions(model_dir: Path, projects: int) -> list[int]:

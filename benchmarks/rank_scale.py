@@ -32,15 +32,10 @@ from raner_backend.settings import Settings  # noqa: E402
 from raner_backend.training.ls_client import LabelStudioClient  # noqa: E402
 from tests.e2e.labelstudio import LabelStudioApi, LabelStudioServer, install_label_studio, region_id  # noqa: E402
 
+from process_memory import rss_mb  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "rank_scale.json"
 IMPORT_CHUNK = 2000
-
-
-def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def texts(n: int) -> list[str]:

@@ -48,6 +48,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from process_memory import rss_mb  # noqa: E402
 from raner_backend.model.data import msra_path, read_tagged  # noqa: E402
 from tests.e2e.labelstudio import (  # noqa: E402
     BackendServer, HarnessError, LabelStudioApi, LabelStudioServer, install_label_studio)
@@ -63,13 +64,6 @@ def texts(n: int) -> list[str]:
     again with a numbered suffix, so no two tasks share a text (no cache answers for the model)."""
     base = [e.text for e in read_tagged(msra_path("msra_test.txt"))]
     return [text if k < len(base) else f"{text}（{k // len(base)}）" for k, text in enumerate(islice(cycle(base), n))]
-
-
-def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # -- the backend as a real server --------------------------------------------------------------------
