@@ -40,7 +40,7 @@ from raner_backend.service import default_model_folder  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
 from raner_backend.training.fine_tune import (MAX_NEW_SHARE, fine_tune, items_for, project_config,  # noqa: E402
                                               scores_of)
-from raner_backend.training.trainer import item_emissions  # noqa: E402
+from raner_backend.training.trainer import item_emissions, predict_spans  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "products_zh.jsonl"
@@ -68,6 +68,36 @@ def uncertainty_auc(bundle: HeadBundle, items: list, young: bool = True) -> floa
     holds = np.array([any(s.label == NEW for s in item.spans) for item in items])
     pos, neg = uncertain[holds], uncertain[~holds]
     return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
+
+
+def new_type_errors(bundle: HeadBundle, items: list, texts: list[str], keep: int = 30) -> dict:
+    """Where the new type's F1 is lost on the test part: each gold mention that is not predicted
+    exactly, and each predicted mention that is not gold, by kind (boundary: overlaps one of the
+    same type; type: the same span with another type; none: no overlap), with examples to read."""
+    predicted = predict_spans(bundle.head, bundle.crf, bundle.scheme, items)
+    counts = {"missed_boundary": 0, "missed_as_other_type": 0, "missed_entirely": 0,
+              "spurious_boundary": 0, "spurious_other_type": 0, "spurious_none": 0}
+    examples = []
+    for item, spans, text in zip(items, predicted, texts):
+        gold = set(item.spans)
+        wrong = []
+        for g in (s for s in gold if s.label == NEW and s not in spans):
+            kind = ("missed_boundary" if any(_overlap(g, p) and p.label == NEW for p in spans) else
+                    "missed_as_other_type" if any(_overlap(g, p) for p in spans) else "missed_entirely")
+            counts[kind] += 1
+            wrong.append(f"{kind}: {text[g.start:g.end]}")
+        for p in (s for s in spans if s.label == NEW and s not in gold):
+            kind = ("spurious_boundary" if any(_overlap(g, p) and g.label == NEW for g in gold) else
+                    "spurious_other_type" if any(_overlap(g, p) for g in gold) else "spurious_none")
+            counts[kind] += 1
+            wrong.append(f"{kind}: {text[p.start:p.end]}")
+        if wrong and len(examples) < keep:
+            examples.append({"text": text, "errors": wrong})
+    return {"counts": counts, "examples": examples}
+
+
+def _overlap(a, b) -> bool:
+    return a.start < b.end and b.start < a.end
 
 
 def run(args) -> dict:
@@ -112,6 +142,9 @@ def run(args) -> dict:
                       "new_type_mentions": sum(s.label == NEW for e in annotated for s in e.spans),
                       "new_type_f1": on_test["per_type"].get(NEW, {}).get("f1", 0.0),
                       "new_type": on_test["per_type"].get(NEW, {}), "test_f1": on_test["overall"]["f1"],
+                      "new_type_errors": new_type_errors(result.bundle, test_items, [e.text for e in test]),
+                      "new_type_f1_on_its_training": round(scores_of(result.bundle, items_for(
+                          tokenizer, states, result.bundle, annotated), (NEW,))["overall"]["f1"], 4),
                       "msra_old_f1": on_msra["overall"]["f1"],
                       "msra_old_drop_points": round(100 * (reference["msra_test"]["overall"]["f1"]
                                                            - on_msra["overall"]["f1"]), 2),
@@ -137,6 +170,8 @@ def summarise(runs: list[dict]) -> list[dict]:
                               "uncertainty_auc_without_young", "characters", "entities", "new_type_mentions",
                               "train_seconds")
                     if all(k in r for r in group)}  # runs from before a figure existed lack it
+            mean.update({f"new_type_{k}": round(float(np.mean([r["new_type"].get(k, 0.0) for r in group])), 4)
+                         for k in ("precision", "recall")})
             rows.append({"method": method, "sentences": size, "seeds": len(group),
                          "new_type_f1_std": round(float(np.std([r["new_type_f1"] for r in group])), 4), **mean})
     return rows

@@ -72,14 +72,27 @@ def test_distillation_loss_is_zero_at_the_teachers_emissions_and_ignores_padding
     assert distillation_loss(off, teacher, mask).item() == pytest.approx(4.0 / 8)
 
 
-def test_collate_carries_teacher_emissions_only_when_every_item_has_them():
+def test_collate_marks_the_items_that_carry_a_teacher():
     def item(n, teacher):
         zeros = np.zeros(n, dtype=np.int64)
         return Item(np.zeros((n + 2, 1, 4), np.float16), zeros, zeros, zeros + 1, zeros + 1, zeros, (), (), teacher)
 
     with_teacher = [item(3, np.ones((3, 7), np.float16)), item(5, np.full((5, 7), 2.0, np.float16))]
     _, f = collate(with_teacher)
-    assert f["teacher"].shape == (2, 5, 7)
-    assert f["teacher"][0, 3:].abs().sum() == 0 and f["teacher"][1, 4, 0] == 2.0
+    teacher, taught = f["teacher"]
+    assert teacher.shape == (2, 5, 7) and taught.tolist() == [True, True]
+    assert teacher[0, 3:].abs().sum() == 0 and teacher[1, 4, 0] == 2.0
     _, f = collate([with_teacher[0], item(2, None)])
+    assert f["teacher"][1].tolist() == [True, False]
+    _, f = collate([item(2, None)])
     assert f["teacher"] is None
+
+
+def test_distillation_matches_only_the_tags_the_teacher_knows():
+    teacher = torch.randn(1, 4, 3)
+    student = torch.cat([teacher.clone(), torch.randn(1, 4, 2) * 10], dim=-1)  # two tags grown since
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    assert distillation_loss(student, teacher, mask).item() == 0.0
+    student[0, 0, 0] += 1.0
+    assert distillation_loss(student, teacher, mask).item() == pytest.approx(1.0 / 4)
+    assert distillation_loss(student, teacher, torch.zeros(1, 4, dtype=torch.bool)).item() == 0.0

@@ -42,6 +42,29 @@ def test_fine_tune_learns_project_data_and_guards_deployment(tiny_model):
     assert HeadBundle.load(root / "model").head.state_dict()["out.weight"].equal(served.head.state_dict()["out.weight"])
 
 
+def test_replay_can_hold_the_model_to_what_it_knew(tiny_model):
+    import numpy as np
+
+    from raner_backend.training.fine_tune import items_for
+    from raner_backend.training.trainer import item_emissions
+
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    served = HeadBundle.load(root / "model")
+    project = [Example("今天天气很好。", (Span(2, 4, "ORG"),))] * 10
+    replay = [e for e in tiny_examples() if "天气" not in e.text]
+    items = items_for(runtime.tokenizer, _states(runtime, served), served, replay)
+    before = dict(item_emissions(served.head, items))
+    drift = {}
+    for distill in (0.0, 5.0):
+        result = fine_tune(served, runtime.tokenizer, _states(runtime, served), project, replay * 10, [],
+                           TrainConfig(epochs=10, patience=10, batch_chars=256, head_lr=5e-3, distill=distill),
+                           project_types=("PER", "LOC", "ORG", "产品"))
+        after = dict(item_emissions(result.bundle.head, items))
+        drift[distill] = np.mean([((after[i][:, : before[i].shape[1]] - before[i]) ** 2).mean() for i in before])
+    assert drift[5.0] < 0.5 * drift[0.0], drift
+
+
 def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(tiny_model, tmp_path):
     root, _ = tiny_model
     runtime = _runtime(tiny_model)

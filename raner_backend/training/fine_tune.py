@@ -26,7 +26,7 @@ from ..model.chars import char_classes
 from ..model.data import Example
 from ..model.tags import DEFAULT_SCHEME, TagScheme
 from .features import length_sorted_batches, pad_ids
-from .trainer import Item, TrainConfig, evaluate_items, train
+from .trainer import Item, TrainConfig, evaluate_items, item_emissions, train
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,10 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
     new_types = [t for t in candidate.scheme.entity_types if t not in served.scheme.entity_types]
     if new_types and not cfg.out_lr:
         cfg = dataclasses.replace(cfg, out_lr=NEW_TYPE_OUT_LR)
-    train_items = (items_for(tokenizer, states, candidate, train_ex, project_types if partial else ()) * repeats
-                   + items_for(tokenizer, states, candidate, replay, replay_types if partial else ()))
+    replay_items = items_for(tokenizer, states, candidate, replay, replay_types if partial else ())
+    if cfg.distill:
+        keep_what_served_knew(served, replay_items)
+    train_items = items_for(tokenizer, states, candidate, train_ex, project_types if partial else ()) * repeats + replay_items
     held_items = items_for(tokenizer, states, candidate, held_ex)
     probe_items = items_for(tokenizer, states, candidate, probe)
     before = {"held_out": scores_of(served, held_items, project_types),
@@ -150,6 +152,14 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
     deploy, reason = deploy_verdict(before, after, len(held_ex))
     figures["rule"] = GUARD_RULE
     return FineTuneResult(candidate, deploy, reason, figures)
+
+
+def keep_what_served_knew(served: HeadBundle, replay_items: Sequence[Item]) -> None:
+    """Give each replayed sentence the served model's emissions to match (``TrainConfig.distill``),
+    so that learning the project's labels does not unlearn what the base data taught
+    (learning without forgetting); a grown tag set matches on the tags the served model has."""
+    for i, emissions in item_emissions(served.head, replay_items):
+        replay_items[i].teacher = emissions.astype(np.float16)
 
 
 def learned_from_mentions(bundle: HeadBundle, examples: Sequence[Example]) -> None:

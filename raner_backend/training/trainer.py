@@ -81,27 +81,34 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
         for key, value in (("char_token", item.char_token), ("char_piece", item.char_piece),
                            ("char_ids", char_ids), ("char_class", item.char_class), ("tags", item.tags)):
             fields[key][row, :length] = torch.from_numpy(np.asarray(value))
-    if any(item.open_tags for item in items):
+    if num_tags and any(item.open_tags for item in items):  # only training reads them
         fields["allowed"] = partial_labels(items, fields["tags"], num_tags)
     fields["teacher"] = teacher_emissions(items, n_chars)
     return states, fields
 
 
-def teacher_emissions(items: Sequence[Item], n_chars: int) -> torch.Tensor | None:
-    if any(item.teacher is None for item in items):
+def teacher_emissions(items: Sequence[Item], n_chars: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(teacher [batch, chars, teacher's tags], taught [batch])`` for a batch where some items carry a
+    teacher's emissions (a teacher may know fewer tags than the student: the first ones)."""
+    taught = [item for item in items if item.teacher is not None]
+    if not taught:
         return None
-    teacher = torch.zeros((len(items), n_chars, items[0].teacher.shape[1]))
+    teacher = torch.zeros((len(items), n_chars, taught[0].teacher.shape[1]))
+    rows = torch.zeros(len(items), dtype=torch.bool)
     for row, item in enumerate(items):
-        teacher[row, : len(item.teacher)] = torch.from_numpy(np.asarray(item.teacher, dtype=np.float32))
-    return teacher
+        if item.teacher is not None:
+            teacher[row, : len(item.teacher)] = torch.from_numpy(np.asarray(item.teacher, dtype=np.float32))
+            rows[row] = True
+    return teacher, rows
 
 
 def distillation_loss(emissions: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over characters of the squared distance between the student's and the teacher's
-    emission vectors: matching emissions (not only the teacher's best path) passes on how sure
-    the teacher is, and under the same CRF equal emissions decode alike."""
+    emission vectors, over the tags the teacher knows: matching emissions (not only the teacher's
+    best path) passes on how sure the teacher is, and under the same CRF equal emissions decode alike."""
     mask = mask.float()
-    return (((emissions - teacher) ** 2).sum(-1) * mask).sum() / mask.sum()
+    distance = ((emissions[..., : teacher.shape[-1]] - teacher) ** 2).sum(-1)
+    return (distance * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> torch.Tensor:
@@ -210,7 +217,8 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
             emissions = run_head(head, states, f)
             loss = crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
             if cfg.distill and f["teacher"] is not None:
-                loss = loss + cfg.distill * distillation_loss(emissions, f["teacher"], f["char_class"] > 0)
+                teacher, taught = f["teacher"]
+                loss = loss + cfg.distill * distillation_loss(emissions, teacher, (f["char_class"] > 0) & taught[:, None])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
