@@ -419,7 +419,7 @@ def _two_projects(api, backend, first, second, record):
     (first_pid, first_tasks), (second_pid, second_tasks, examples) = first, second
     v0 = backend.model_version(first_pid)
     assert backend.model_version(second_pid) == v0, "an untrained project is served by the default model"
-    first_ml = api.connect_backend(first_pid, backend.url)
+    api.connect_backend(first_pid, backend.url)
     second_ml = api.connect_backend(second_pid, backend.url)
     for pid in (first_pid, second_pid):  # the backend ranks a project when it connects
         _wait_project_version(api, pid, v0)
