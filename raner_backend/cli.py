@@ -31,7 +31,7 @@ def cmd_train(args, settings: Settings) -> int:
     if args.max_sentences:
         examples = examples[: args.max_sentences]
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_chars=args.batch_chars,
-                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience)
+                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience, fgm=args.fgm)
     base = resolve_base(settings.base_model, settings.cache_dir)
     out = Path(args.out)
     head_config = json.loads(args.head_config) if args.head_config else None
@@ -56,7 +56,7 @@ def cmd_distill(args, settings: Settings) -> int:
     data = Path(args.data) if Path(args.data).exists() else msra_path(args.data)
     examples = [e for e in read_tagged(data) if e.text][: args.max_sentences or None]
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_chars=args.batch_chars,
-                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience,
+                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience, fgm=args.fgm,
                       distill=args.distill)
     out = Path(args.out)
     summary = distil_base_model(_runtime(settings), examples, out, Path(args.teacher), cfg,
@@ -262,6 +262,8 @@ def _training_arguments(parser: argparse.ArgumentParser, head_lr: float, crf_lr:
     parser.add_argument("--top-lr", type=float, default=top_lr, help="learning rate of the head's top encoder layers")
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--fgm", type=float, default=0.0,
+                        help="FGM adversarial training: epsilon of the push on the encoder states (0: off)")
     parser.add_argument("--augment", type=float, default=0.0,
                         help="add modern-text copies (Latin and recent names, @, #, emoji) of this share of the data")
     parser.add_argument("--name-lists", type=int, default=0,

@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 13
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
     distill: float = 0.0  # weight of the squared distance to a teacher's emissions (items that carry them)
+    fgm: float = 0.0  # FGM's epsilon: also learn from encoder states pushed this far along the loss gradient (0: off)
 
 
 def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None,
@@ -164,6 +165,23 @@ def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item
                          [[s for s in spans if s.label in types] for spans in predicted])
 
 
+def batch_loss(head: Head, crf: CRF, states: torch.Tensor, f: dict, cfg: TrainConfig) -> torch.Tensor:
+    emissions = run_head(head, states, f)
+    loss = crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
+    if cfg.distill and f["teacher"] is not None:
+        teacher, taught = f["teacher"]
+        loss = loss + cfg.distill * distillation_loss(emissions, teacher, (f["char_class"] > 0) & taught[:, None])
+    return loss
+
+
+def adversarial_states(states: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """FGM (Miyato et al. 2017, the seed's method) on the head's input: each state vector pushed
+    ``epsilon`` along its own loss gradient (normalised per token and layer, so a long batch does not
+    dilute the push), after ``backward`` has filled ``states.grad``."""
+    push = states.grad
+    return (states + epsilon * push / push.norm(dim=-1, keepdim=True).clamp(min=1e-12)).detach()
+
+
 def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
     """Pretrained top layers move slowly, the new head faster, the CRF's few numbers fastest; the
     output layers at their own rate when one is set."""
@@ -214,13 +232,13 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         bar = tqdm(epoch_batches, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng, scheme.num_tags)
-            emissions = run_head(head, states, f)
-            loss = crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
-            if cfg.distill and f["teacher"] is not None:
-                teacher, taught = f["teacher"]
-                loss = loss + cfg.distill * distillation_loss(emissions, teacher, (f["char_class"] > 0) & taught[:, None])
+            if cfg.fgm:
+                states = states.float().requires_grad_(True)
+            loss = batch_loss(head, crf, states, f, cfg)
             optimizer.zero_grad()
             loss.backward()
+            if cfg.fgm:
+                batch_loss(head, crf, adversarial_states(states, cfg.fgm), f, cfg).backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
             optimizer.step(); schedule.step()
             state["step"] += 1
