@@ -38,8 +38,8 @@ from raner_backend.model.bundle import HeadBundle  # noqa: E402
 from raner_backend.model.data import msra_path, read_examples, read_tagged  # noqa: E402
 from raner_backend.service import default_model_folder  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
-from raner_backend.training.fine_tune import (MAX_NEW_SHARE, fine_tune, items_for, project_config,  # noqa: E402
-                                              scores_of)
+from raner_backend.training.fine_tune import (MAX_NEW_SHARE, NEW_TYPE_OUT_LR, fine_tune, items_for,  # noqa: E402
+                                              project_config, scores_of)
 from raner_backend.training.trainer import item_emissions, predict_spans  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +120,9 @@ def run(args) -> dict:
              reference["msra_test"]["overall"]["f1"], reference["uncertainty_auc"])
     cfg = dataclasses.replace(project_config(settings.train_epochs, settings.train_max_steps),
                               **json.loads(args.config))
+    args.config_text = (f"the service's fine-tuning (Backend.train_project) with {args.config}: {cfg}; "
+                        f"output layers {NEW_TYPE_OUT_LR} while a type is new, 20 % held out, "
+                        f"{1 - args.project_share:.0%} MSRA replay")
     runs = json.loads((RESULTS / f"{args.name}.json").read_text())["runs"] if args.resume else []
     done = {(r["seed"], r["sentences"], r["method"]) for r in runs}
     for seed in args.seeds:
@@ -180,8 +183,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 def write(args, reference: dict, runs: list[dict]) -> dict:
     report = {"data": {"file": DATA.name, "pool": args.pool, "test_sentences": None, "new_type": NEW,
                        "msra_test_sentences": args.msra_sentences},
-              "config": "the service's fine-tuning (Backend.train_project): 4 epochs, head lr 5e-4, CRF lr 2e-3, "
-                        "output layers 5e-3 while a type is new, 20 % held out, 85 % MSRA replay",
+              "config": args.config_text,
               "reference_default_model": {"msra_old_f1": reference["msra_test"]["overall"]["f1"],
                                           "test": reference["test"]["per_type"],
                                           "uncertainty_auc": round(reference["uncertainty_auc"], 4)},

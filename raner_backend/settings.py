@@ -30,7 +30,7 @@ class Settings:
     label_map: str = ""  # e.g. "人名=PER,地名=LOC,机构名=ORG"
     train_threshold: int = 10
     train_debounce_s: float = 5.0
-    train_epochs: int = 4
+    train_epochs: int = 10  # at most; early stopping on the held-out annotations (benchmarks/new_type.py)
     train_max_steps: int = 0
     max_request_bytes: int = 8 * 1024 * 1024
     predict_timeout_s: float = 100.0  # Label Studio's ML_TIMEOUT_PREDICT: a /predict past it has lost its caller (0: no limit)
