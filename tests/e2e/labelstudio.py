@@ -362,3 +362,23 @@ class LabelStudioApi:
 def region_id() -> str:
     """A region id in the style of the Label Studio editor (10 url-safe characters)."""
     return secrets.token_urlsafe(8)[:10]
+
+
+# A project whose labels are the default model's types under other names, and one type it never
+# learned (产品): the two-project test and benchmarks/training_time.py --data products.
+PRODUCT_CONFIG = """<View>
+  <Labels name="label" toName="text">
+    <Label value="人物"/><Label value="地点"/><Label value="机构"/><Label value="产品"/>
+  </Labels>
+  <Text name="text" value="$text"/>
+</View>"""
+TO_CONFIG_LABEL = {"PER": "人物", "LOC": "地点", "ORG": "机构", "PRODUCT": "产品"}
+
+
+def product_sentences(n: int) -> list:
+    """The first ``n`` sentences of ``benchmarks/data/products_zh.jsonl`` that name a product."""
+    from raner_backend.model.data import read_surfaces
+
+    found = [e for e in read_surfaces(REPO / "benchmarks" / "data" / "products_zh.jsonl")
+             if any(s.label == "PRODUCT" for s in e.spans)]
+    return found[:n]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .labelstudio import BACKEND_BIN, REPO, BackendServer, LabelStudioApi, region_id
+from .labelstudio import (BACKEND_BIN, PRODUCT_CONFIG, REPO, TO_CONFIG_LABEL, BackendServer, LabelStudioApi,
+                          product_sentences, region_id)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -371,23 +372,7 @@ def _wait_job_done(backend: BackendServer, pid: int, jobs: int, timeout: float =
     pytest.fail(f"training job {jobs} of project {pid} did not finish within {timeout:.0f} s")
 
 
-PRODUCT_CONFIG = """<View>
-  <Labels name="label" toName="text">
-    <Label value="人物"/><Label value="地点"/><Label value="机构"/><Label value="产品"/>
-  </Labels>
-  <Text name="text" value="$text"/>
-</View>"""
-TO_CONFIG_LABEL = {"PER": "人物", "LOC": "地点", "ORG": "机构", "PRODUCT": "产品"}
 N_PRODUCT_TASKS, N_PRODUCT_ANNOTATED = 60, 45
-
-
-def product_sentences() -> list:
-    """Sentences of ``benchmarks/data/products_zh.jsonl`` that name a product, in file order."""
-    from raner_backend.model.data import read_surfaces
-
-    found = [e for e in read_surfaces(REPO / "benchmarks" / "data" / "products_zh.jsonl")
-             if any(s.label == "PRODUCT" for s in e.spans)]
-    return found[:N_PRODUCT_TASKS]
 
 
 def test_two_projects_one_backend_and_a_label_the_default_model_does_not_know(
@@ -399,7 +384,7 @@ def test_two_projects_one_backend_and_a_label_the_default_model_does_not_know(
     record: dict = {"tasks_project_2": N_PRODUCT_TASKS, "annotated_project_2": N_PRODUCT_ANNOTATED}
     first_pid = api.create_project("raner news")
     first_tasks = api.import_tasks(first_pid, TEXTS)
-    examples = product_sentences()
+    examples = product_sentences(N_PRODUCT_TASKS)
     second_pid = api.create_project("raner products", config=PRODUCT_CONFIG)
     second_tasks = api.import_tasks(second_pid, [e.text for e in examples])
     # The service's own budget (at least 100 steps), not the 60-step cap of the round trip above.
