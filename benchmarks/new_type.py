@@ -32,6 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from error_analysis import overlaps  # noqa: E402
 from raner_backend.active.uncertainty import uncertainty_from  # noqa: E402
 from raner_backend.engine.predictor import decode_emissions, tag_mass  # noqa: E402
 from raner_backend.model.bundle import HeadBundle  # noqa: E402
@@ -82,22 +83,18 @@ def new_type_errors(bundle: HeadBundle, items: list, texts: list[str], keep: int
         gold = set(item.spans)
         wrong = []
         for g in (s for s in gold if s.label == NEW and s not in spans):
-            kind = ("missed_boundary" if any(_overlap(g, p) and p.label == NEW for p in spans) else
-                    "missed_as_other_type" if any(_overlap(g, p) for p in spans) else "missed_entirely")
+            kind = ("missed_boundary" if any(overlaps(g, p) and p.label == NEW for p in spans) else
+                    "missed_as_other_type" if any(overlaps(g, p) for p in spans) else "missed_entirely")
             counts[kind] += 1
             wrong.append(f"{kind}: {text[g.start:g.end]}")
         for p in (s for s in spans if s.label == NEW and s not in gold):
-            kind = ("spurious_boundary" if any(_overlap(g, p) and g.label == NEW for g in gold) else
-                    "spurious_other_type" if any(_overlap(g, p) for g in gold) else "spurious_none")
+            kind = ("spurious_boundary" if any(overlaps(g, p) and g.label == NEW for g in gold) else
+                    "spurious_other_type" if any(overlaps(g, p) for g in gold) else "spurious_none")
             counts[kind] += 1
             wrong.append(f"{kind}: {text[p.start:p.end]}")
         if wrong and len(examples) < keep:
             examples.append({"text": text, "errors": wrong})
     return {"counts": counts, "examples": examples}
-
-
-def _overlap(a, b) -> bool:
-    return a.start < b.end and b.start < a.end
 
 
 def run(args) -> dict:
