@@ -121,3 +121,21 @@ def test_scores_count_only_the_types_a_project_labels(tiny_model):
 
 def _states(runtime, bundle):
     return runtime.states_module(bundle.head.cfg.base_layers, bundle.vocab, "torch")
+
+
+def _held_out(f1: float, share_worse: float, per_type: dict | None = None) -> dict:
+    return {"held_out": {"overall": {"f1": f1}, "per_type": per_type or {}}, "probe": {"overall": {"f1": 0.9}},
+            "share_worse": share_worse}
+
+
+def test_the_guard_refuses_a_candidate_worse_beyond_chance_not_one_lower_by_an_entity():
+    from raner_backend.training.fine_tune import deploy_verdict
+
+    served = _held_out(1.0, 0.0)
+    assert deploy_verdict(served, _held_out(0.73, 0.6), 10)[0]  # 10 held-out tasks, one entity wrong
+    refused, reason = deploy_verdict(served, _held_out(0.80, 0.99), 200)
+    assert not refused and "lower in 99% of resamples" in reason
+    lost_a_type = _held_out(0.95, 0.5, {"PER": {"f1": 0.6, "support": 8}})
+    served_per = _held_out(1.0, 0.0, {"PER": {"f1": 1.0, "support": 8}})
+    deploy, reason = deploy_verdict(served_per, lost_a_type, 40)
+    assert not deploy and "types that lost: PER" in reason

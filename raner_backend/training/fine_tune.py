@@ -26,7 +26,8 @@ from ..model.chars import char_classes
 from ..model.data import Example
 from ..model.tags import DEFAULT_SCHEME, TagScheme
 from .features import length_sorted_batches, pad_ids
-from .trainer import Item, TrainConfig, evaluate_items, item_emissions, train
+from .metrics import entity_scores, share_worse
+from .trainer import Item, TrainConfig, evaluate_items, gold_and_predicted, item_emissions, train
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ MAX_REPEATS = 20  # ... by showing its examples up to this many times an epoch
 NEW_TYPE_OUT_LR = 5e-3  # output layers' rate while a new type is learned (benchmarks/new_type.py)
 MIN_TYPE_SUPPORT = 5  # held-out mentions a type needs before the guard reads its own F1
 MAX_TYPE_DROP = 0.10  # ... and how much of it a candidate may lose
+WORSE_BEYOND_CHANCE = 0.95  # a candidate lower than the served model in this share of resamples is worse
 
 
 @dataclass
@@ -115,7 +117,8 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
               progress: Callable[[dict], None] | None = None) -> FineTuneResult:
     """Train a copy of ``served``, grown to ``project_types`` (the project's entity types; default:
     the types in its examples), on ``project`` (+ replay), then apply the deploy guard: deploy only
-    if held-out F1 is not worse than the served model's, overall and for each well-supported type.
+    if held-out F1 is not worse than the served model's beyond chance, nor much worse for a
+    well-supported type.
     ``states``: the encoder states of the engine that serves the project (see ``items_for``)."""
     started = time.time()
     project_types = tuple(project_types) or tuple(dict.fromkeys(s.label for e in project for s in e.spans))
@@ -135,12 +138,13 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
     train_items = items_for(tokenizer, states, candidate, train_ex, project_types if partial else ()) * repeats + replay_items
     held_items = items_for(tokenizer, states, candidate, held_ex)
     probe_items = items_for(tokenizer, states, candidate, probe)
-    before = {"held_out": scores_of(served, held_items, project_types),
-              "probe": scores_of(served, probe_items, replay_types)}
+    gold, served_spans = gold_and_predicted(served.head, served.crf, served.scheme, held_items, project_types)
+    before = {"held_out": entity_scores(gold, served_spans), "probe": scores_of(served, probe_items, replay_types)}
     summary = train(candidate.head, candidate.crf, candidate.scheme, train_items, held_items, cfg,
                     progress=progress, dev_types=project_types)
-    after = {"held_out": scores_of(candidate, held_items, project_types),
-             "probe": scores_of(candidate, probe_items, replay_types)}
+    _, candidate_spans = gold_and_predicted(candidate.head, candidate.crf, candidate.scheme, held_items, project_types)
+    after = {"held_out": entity_scores(gold, candidate_spans), "probe": scores_of(candidate, probe_items, replay_types),
+             "share_worse": share_worse(gold, served_spans, candidate_spans)}
     learned_from_mentions(candidate, train_ex)
     figures = {"served": _f1s(before), "candidate": _f1s(after), "project_examples": len(project),
                "train_examples": len(train_ex), "held_out_examples": len(held_ex), "replay_examples": len(replay),
@@ -171,18 +175,23 @@ def learned_from_mentions(bundle: HeadBundle, examples: Sequence[Example]) -> No
         bundle.learned_from[kind] = max(bundle.learned_from[kind], mentions)
 
 
-GUARD_RULE = (f"deploy if candidate held-out F1 >= served held-out F1, and no type with >= {MIN_TYPE_SUPPORT} "
-              f"held-out mentions loses more than {MAX_TYPE_DROP} F1")
+GUARD_RULE = (f"deploy unless candidate held-out F1 is below the served model's in >= {WORSE_BEYOND_CHANCE:.0%} of "
+              f"paired resamples of the held-out tasks, or a type with >= {MIN_TYPE_SUPPORT} held-out mentions "
+              f"loses more than {MAX_TYPE_DROP} F1")
 
 
 def deploy_verdict(before: dict, after: dict, n_held: int) -> tuple[bool, str]:
+    """A small held-out set cannot tell one changed entity from a worse model (one of five held-out
+    entities moves F1 by 0.2), so the overall comparison asks whether the candidate is worse beyond
+    chance rather than lower at all."""
     new_f1, old_f1 = after["held_out"]["overall"]["f1"], before["held_out"]["overall"]["f1"]
     worse = [f"{kind} {scores['f1']:.4f} vs {before['held_out']['per_type'].get(kind, {}).get('f1', 0.0):.4f}"
              for kind, scores in after["held_out"]["per_type"].items()
              if scores["support"] >= MIN_TYPE_SUPPORT
              and before["held_out"]["per_type"].get(kind, {}).get("f1", 0.0) - scores["f1"] > MAX_TYPE_DROP]
-    deploy = new_f1 >= old_f1 and not worse
-    reason = (f"{GUARD_RULE}: {new_f1:.4f} vs {old_f1:.4f} on {n_held} held-out tasks"
+    deploy = after["share_worse"] < WORSE_BEYOND_CHANCE and not worse
+    reason = (f"{GUARD_RULE}: {new_f1:.4f} vs {old_f1:.4f} on {n_held} held-out tasks, lower in "
+              f"{after['share_worse']:.0%} of resamples"
               + (f"; types that lost: {', '.join(worse)}" if worse else "")
               + f" (base probe {after['probe']['overall']['f1']:.4f} vs {before['probe']['overall']['f1']:.4f})")
     return deploy, reason

@@ -155,14 +155,21 @@ def predict_spans(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item]
     return out
 
 
+def gold_and_predicted(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item],
+                       types: Sequence[str] | None = None) -> tuple[list[list[Span]], list[list[Span]]]:
+    """The items' gold spans and the model's, per item; with ``types``, only those (what the items'
+    labellers labelled)."""
+    predicted = predict_spans(head, crf, scheme, items)
+    if types is None:
+        return [list(i.spans) for i in items], predicted
+    return ([[s for s in i.spans if s.label in types] for i in items],
+            [[s for s in spans if s.label in types] for spans in predicted])
+
+
 def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item],
                    types: Sequence[str] | None = None) -> dict:
     """Entity scores; with ``types``, counting only those (what the items' labellers labelled)."""
-    predicted = predict_spans(head, crf, scheme, items)
-    if types is None:
-        return entity_scores([i.spans for i in items], predicted)
-    return entity_scores([[s for s in i.spans if s.label in types] for i in items],
-                         [[s for s in spans if s.label in types] for spans in predicted])
+    return entity_scores(*gold_and_predicted(head, crf, scheme, items, types))
 
 
 def batch_loss(head: Head, crf: CRF, states: torch.Tensor, f: dict, cfg: TrainConfig) -> torch.Tensor:
