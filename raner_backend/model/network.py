@@ -191,7 +191,10 @@ class CharHead(nn.Module):
         return self.state_proj(torch.gather(mixed, 1, index))
 
     def forward(self, token_states: torch.Tensor, token_mask: torch.Tensor, char_token: torch.Tensor,
-                char_piece: torch.Tensor, char_ids: torch.Tensor, char_class: torch.Tensor) -> torch.Tensor:
+                char_piece: torch.Tensor, char_ids: torch.Tensor, char_class: torch.Tensor,
+                with_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Emissions ``[batch, chars, tags]``; with ``with_features``, also the states they are read
+        from ``[batch, chars, width]`` (for a training-only auxiliary output)."""
         if self.top is not None:
             token_states = self.top(token_states.float(), token_mask)
         mask = (char_class > 0).unsqueeze(-1).float()
@@ -202,7 +205,8 @@ class CharHead(nn.Module):
             x = block(x, mask)
         if self.lstm is not None:
             x = self.lstm(x * mask, mask)
-        return self.out(x) * mask
+        emissions = self.out(x) * mask
+        return (emissions, x) if with_features else emissions
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from ..model.network import CharHead, EncoderStates, HeadConfig
 from ..model.tags import TagScheme
 from .augment import augment_examples, mention_swaps, name_lists
 from .features import build_feature_cache
+from .segmentation import segment_tags
 from .trainer import Item, TrainConfig, split_dev, train
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,17 @@ def feature_cache_dir(cache_dir: Path, base: BaseEncoder, layers: Sequence[int],
 
 def build_items(tokenizer, encoder, bundle_vocab: CharVocab, scheme: TagScheme, examples: Sequence[Example],
                 layers: Sequence[int], cache_path: Path, signature: dict,
-                states_module: torch.nn.Module | None = None) -> list[Item]:
+                states_module: torch.nn.Module | None = None, segments: bool = False) -> list[Item]:
     """Items with cached encoder states; ``states_module`` (default: the torch encoder's layers)
-    gives them, and ``signature`` must name it."""
+    gives them, and ``signature`` must name it. ``segments``: with silver word segmentation."""
     texts = [e.text for e in examples]
     encoded = encode_texts(tokenizer, texts)
     signature = dict(signature, hidden=encoder.config.hidden_size)
     cache = build_feature_cache(states_module or EncoderStates(encoder, tuple(layers)), encoded,
                                 tokenizer.pad_token_id, cache_path, signature)
+    silver = segment_tags(texts) if segments else [None] * len(texts)
     return [Item(cache.token_states(i), enc.char_token, enc.char_piece, bundle_vocab.ids(ex.text),
-                 char_classes(ex.text), scheme.encode(len(ex.text), ex.spans), ex.spans)
+                 char_classes(ex.text), scheme.encode(len(ex.text), ex.spans), ex.spans, segments=silver[i])
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
 
 
@@ -81,13 +83,14 @@ class Corpus:
 
     def items(self, tokenizer, encoder, base: BaseEncoder, bundle: HeadBundle, layers: Sequence[int],
               cache_dir: Path, states_module: torch.nn.Module | None = None,
-              states_name: str = "torch") -> tuple[list[Item], list[Item]]:
-        """(train items, dev items) with encoder states from ``states_module`` (named ``states_name``)."""
+              states_name: str = "torch", segments: bool = False) -> tuple[list[Item], list[Item]]:
+        """(train items, dev items) with encoder states from ``states_module`` (named ``states_name``);
+        ``segments``: with silver word segmentation."""
         items = []
         for part in (self.train + self.dev, *self.extras):
             cache_path, signature = feature_cache_dir(cache_dir, base, layers, [e.text for e in part], states_name)
             items.append(build_items(tokenizer, encoder, bundle.vocab, bundle.scheme, part, layers, cache_path,
-                                     signature, states_module))
+                                     signature, states_module, segments))
         train_items = items[0][: len(self.train)] + [item for extra in items[1:] for item in extra]
         return train_items, items[0][len(self.train) :]
 
@@ -114,7 +117,8 @@ def train_base_model(base: BaseEncoder, examples: Sequence[Example], out_dir: Pa
     bundle = HeadBundle.load(init) if init else new_bundle(base, encoder, scheme, vocab, head_config)
     if top_layers > bundle.head.cfg.top_layers:
         bundle.head = with_top_layers(bundle.head, encoder, top_layers)
-    train_items, dev_items = corpus.items(tokenizer, encoder, base, bundle, bundle.head.cfg.base_layers, cache_dir)
+    train_items, dev_items = corpus.items(tokenizer, encoder, base, bundle, bundle.head.cfg.base_layers, cache_dir,
+                                          segments=cfg.segmentation > 0)
     summary = train(bundle.head, bundle.crf, bundle.scheme, train_items, dev_items,
                     cfg, checkpoint_dir=out_dir / "checkpoint")
     bundle.save(out_dir)

@@ -25,6 +25,7 @@ from ..model.network import CharHead, Head, top_layer_parameters
 from ..model.tags import Span, TagScheme
 from .features import length_sorted_batches
 from .metrics import entity_scores
+from .segmentation import NO_SEGMENT, SEGMENT_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Item:
     spans: tuple[Span, ...]
     open_tags: tuple[int, ...] = ()  # tags an ``O`` of this text may also be: types it never labelled
     teacher: np.ndarray | None = None  # a teacher model's emissions [chars, tags], when distilling
+    segments: np.ndarray | None = None  # silver word-segmentation tags per character, for multi-task training
 
 
 @dataclass
@@ -60,6 +62,7 @@ class TrainConfig:
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
     distill: float = 0.0  # weight of the squared distance to a teacher's emissions (items that carry them)
     fgm: float = 0.0  # FGM's epsilon: also learn from encoder states pushed this far along the loss gradient (0: off)
+    segmentation: float = 0.0  # weight of an auxiliary word-segmentation loss on items' silver segments (0: off)
 
 
 def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Generator | None = None,
@@ -85,7 +88,19 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
     if num_tags and any(item.open_tags for item in items):  # only training reads them
         fields["allowed"] = partial_labels(items, fields["tags"], num_tags)
     fields["teacher"] = teacher_emissions(items, n_chars)
+    fields["segments"] = segment_targets(items, n_chars)
     return states, fields
+
+
+def segment_targets(items: Sequence[Item], n_chars: int) -> torch.Tensor | None:
+    """``[batch, chars]`` silver segmentation tags, ``NO_SEGMENT`` where an item has none."""
+    if all(item.segments is None for item in items):
+        return None
+    targets = torch.full((len(items), n_chars), NO_SEGMENT, dtype=torch.long)
+    for row, item in enumerate(items):
+        if item.segments is not None:
+            targets[row, : len(item.segments)] = torch.from_numpy(item.segments)
+    return targets
 
 
 def teacher_emissions(items: Sequence[Item], n_chars: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -172,9 +187,17 @@ def evaluate_items(head: Head, crf: CRF, scheme: TagScheme, items: Sequence[Item
     return entity_scores(*gold_and_predicted(head, crf, scheme, items, types))
 
 
-def batch_loss(head: Head, crf: CRF, states: torch.Tensor, f: dict, cfg: TrainConfig) -> torch.Tensor:
-    emissions = run_head(head, states, f)
-    loss = crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
+def batch_loss(head: Head, crf: CRF, states: torch.Tensor, f: dict, cfg: TrainConfig,
+               segmenter: torch.nn.Module | None = None) -> torch.Tensor:
+    """The CRF's loss, plus the distillation and segmentation losses the config and batch ask for."""
+    if segmenter is not None and f["segments"] is not None:
+        emissions, features = head(states, f["token_mask"], f["char_token"], f["char_piece"], f["char_ids"],
+                                   f["char_class"], with_features=True)
+        loss = cfg.segmentation * torch.nn.functional.cross_entropy(
+            segmenter(features).flatten(0, 1), f["segments"].flatten(), ignore_index=NO_SEGMENT)
+    else:
+        emissions, loss = run_head(head, states, f), 0.0
+    loss = loss + crf.nll(emissions, f["tags"], f["char_class"] > 0, f["allowed"])
     if cfg.distill and f["teacher"] is not None:
         teacher, taught = f["teacher"]
         loss = loss + cfg.distill * distillation_loss(emissions, teacher, (f["char_class"] > 0) & taught[:, None])
@@ -182,11 +205,21 @@ def batch_loss(head: Head, crf: CRF, states: torch.Tensor, f: dict, cfg: TrainCo
 
 
 def adversarial_states(states: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """FGM (Miyato et al. 2017, the seed's method) on the head's input: each state vector pushed
-    ``epsilon`` along its own loss gradient (normalised per token and layer, so a long batch does not
-    dilute the push), after ``backward`` has filled ``states.grad``."""
+    """FGM (Miyato et al. 2017, the seed's method) on the head's input: each sentence's states pushed
+    ``epsilon`` along their loss gradient, after ``backward`` has filled ``states.grad``. The norm is
+    the whole sentence's, as FGM's is the whole input's: normalising each token's vector instead moved
+    every token by ``epsilon`` and cost the old types 4 points at 1.0 (benchmarks/results/new_type_budget/)."""
     push = states.grad
-    return (states + epsilon * push / push.norm(dim=-1, keepdim=True).clamp(min=1e-12)).detach()
+    norms = push.flatten(1).norm(dim=1).clamp(min=1e-12)
+    return (states + epsilon * push / norms.view(-1, *([1] * (push.dim() - 1)))).detach()
+
+
+def segmentation_output(head: Head) -> torch.nn.Linear:
+    """The auxiliary word-segmentation output: read from the states the head's emissions come from,
+    trained with it and never saved with it."""
+    if not isinstance(head, CharHead):
+        raise ValueError("segmentation trains a single head, not an ensemble")
+    return torch.nn.Linear(head.cfg.width, len(SEGMENT_TAGS))
 
 
 def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
@@ -215,7 +248,11 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
-    optimizer = torch.optim.AdamW(parameter_groups(head, crf, cfg))
+    segmenter = segmentation_output(head) if cfg.segmentation else None
+    groups = parameter_groups(head, crf, cfg)
+    if segmenter is not None:
+        groups.append({"params": list(segmenter.parameters()), "lr": cfg.head_lr, "weight_decay": cfg.weight_decay})
+    optimizer = torch.optim.AdamW(groups)
     steps_per_epoch = len(batches_of(train_items, cfg.batch_chars, False, rng))
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -228,6 +265,8 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     if checkpoint_dir and (checkpoint_dir / "last.pt").exists():
         saved = torch.load(checkpoint_dir / "last.pt", weights_only=False)
         head.load_state_dict(saved["head"]); crf.load_state_dict(saved["crf"])
+        if segmenter is not None:
+            segmenter.load_state_dict(saved["segmenter"])
         optimizer.load_state_dict(saved["optimizer"]); schedule.load_state_dict(saved["schedule"])
         state, best_weights = saved["state"], saved["best"]
         rng.setstate(saved["rng"])
@@ -241,7 +280,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
             states, f = collate([train_items[i] for i in batch], cfg.char_dropout, np_rng, scheme.num_tags)
             if cfg.fgm:
                 states = states.float().requires_grad_(True)
-            loss = batch_loss(head, crf, states, f, cfg)
+            loss = batch_loss(head, crf, states, f, cfg, segmenter)
             optimizer.zero_grad()
             loss.backward()
             if cfg.fgm:
@@ -273,7 +312,8 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
             tmp = checkpoint_dir / "last.pt.tmp"
             torch.save({"head": head.state_dict(), "crf": crf.state_dict(), "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(), "state": state, "best": best_weights,
-                        "rng": rng.getstate(), "config": asdict(cfg)}, tmp)
+                        "rng": rng.getstate(), "config": asdict(cfg),
+                        "segmenter": segmenter.state_dict() if segmenter is not None else None}, tmp)
             tmp.replace(checkpoint_dir / "last.pt")
     if best_weights is not None:
         head.load_state_dict(best_weights["head"]); crf.load_state_dict(best_weights["crf"])
