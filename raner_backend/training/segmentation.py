@@ -6,7 +6,7 @@ jieba is an optional dependency (``pip install -e '.[train]'``), imported only w
 asks for segmentation."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -14,19 +14,25 @@ SEGMENT_TAGS = ("B", "M", "E", "S")
 NO_SEGMENT = -100  # a character no segmentation speaks for (padding): the loss skips it
 
 
+BEGIN, MIDDLE, END, SINGLE = range(len(SEGMENT_TAGS))
+
+
 def word_tags(words: Iterable[str]) -> np.ndarray:
-    """One index into ``SEGMENT_TAGS`` per character of the words, in order."""
+    """One index into ``SEGMENT_TAGS`` per character of the (non-empty) words, in order."""
     tags: list[int] = []
     for word in words:
-        tags += [3] if len(word) == 1 else [0] + [1] * (len(word) - 2) + [2]
+        tags += [SINGLE] if len(word) == 1 else [BEGIN] + [MIDDLE] * (len(word) - 2) + [END]
     return np.asarray(tags, dtype=np.int64)
 
 
-def segment_tags(texts: Iterable[str]) -> list[np.ndarray]:
+def segment_tags(texts: Sequence[str]) -> list[np.ndarray]:
     """jieba's segmentation of each text (its default dictionary, HMM for unknown words) as tags."""
     try:
         import jieba
     except ImportError as exc:
         raise RuntimeError("segmentation needs jieba: pip install -e '.[train]'") from exc
     jieba.setLogLevel(30)
-    return [word_tags(jieba.cut(text, HMM=True)) for text in texts]
+    tags = [word_tags(jieba.cut(text, HMM=True)) for text in texts]
+    if any(len(t) != len(text) for t, text in zip(tags, texts)):
+        raise RuntimeError("jieba's words do not spell the text: segmentation tags would be misaligned")
+    return tags

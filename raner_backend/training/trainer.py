@@ -94,8 +94,8 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
 
 def segment_targets(items: Sequence[Item], n_chars: int) -> torch.Tensor | None:
     """``[batch, chars]`` silver segmentation tags, ``NO_SEGMENT`` where an item has none."""
-    if all(item.segments is None for item in items):
-        return None
+    if not any(item.segments is not None and len(item.segments) for item in items):
+        return None  # nothing to learn from: a loss over no characters would be NaN
     targets = torch.full((len(items), n_chars), NO_SEGMENT, dtype=torch.long)
     for row, item in enumerate(items):
         if item.segments is not None:
@@ -137,8 +137,10 @@ def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> 
     return allowed
 
 
-def run_head(head: Head, states: torch.Tensor, f: dict) -> torch.Tensor:
-    return head(states, f["token_mask"], f["char_token"], f["char_piece"], f["char_ids"], f["char_class"])
+def run_head(head: Head, states: torch.Tensor, f: dict, with_features: bool = False):
+    """Emissions, or ``(emissions, features)`` with ``with_features`` (a single ``CharHead`` only)."""
+    extra = {"with_features": True} if with_features else {}
+    return head(states, f["token_mask"], f["char_token"], f["char_piece"], f["char_ids"], f["char_class"], **extra)
 
 
 def batches_of(items: Sequence[Item], batch_chars: int, shuffle: bool, rng: random.Random) -> list[list[int]]:
@@ -191,8 +193,7 @@ def batch_loss(head: Head, crf: CRF, states: torch.Tensor, f: dict, cfg: TrainCo
                segmenter: torch.nn.Module | None = None) -> torch.Tensor:
     """The CRF's loss, plus the distillation and segmentation losses the config and batch ask for."""
     if segmenter is not None and f["segments"] is not None:
-        emissions, features = head(states, f["token_mask"], f["char_token"], f["char_piece"], f["char_ids"],
-                                   f["char_class"], with_features=True)
+        emissions, features = run_head(head, states, f, with_features=True)
         loss = cfg.segmentation * torch.nn.functional.cross_entropy(
             segmenter(features).flatten(0, 1), f["segments"].flatten(), ignore_index=NO_SEGMENT)
     else:
@@ -214,12 +215,14 @@ def adversarial_states(states: torch.Tensor, epsilon: float) -> torch.Tensor:
     return (states + epsilon * push / norms.view(-1, *([1] * (push.dim() - 1)))).detach()
 
 
-def segmentation_output(head: Head) -> torch.nn.Linear:
-    """The auxiliary word-segmentation output: read from the states the head's emissions come from,
-    trained with it and never saved with it."""
+def new_segmenter(head: Head) -> torch.nn.Linear:
+    """A new auxiliary word-segmentation output, reading the states the head's emissions come from;
+    trained with the head, never saved with it. Its random start is drawn aside, so a run with it
+    starts and shuffles exactly as one without (an ablation then differs by the loss alone)."""
     if not isinstance(head, CharHead):
         raise ValueError("segmentation trains a single head, not an ensemble")
-    return torch.nn.Linear(head.cfg.width, len(SEGMENT_TAGS))
+    with torch.random.fork_rng():
+        return torch.nn.Linear(head.cfg.width, len(SEGMENT_TAGS))
 
 
 def parameter_groups(head: Head, crf: CRF, cfg: TrainConfig) -> list[dict]:
@@ -248,7 +251,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
-    segmenter = segmentation_output(head) if cfg.segmentation else None
+    segmenter = new_segmenter(head) if cfg.segmentation else None
     groups = parameter_groups(head, crf, cfg)
     if segmenter is not None:
         groups.append({"params": list(segmenter.parameters()), "lr": cfg.head_lr, "weight_decay": cfg.weight_decay})
@@ -264,6 +267,9 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     best_weights = None
     if checkpoint_dir and (checkpoint_dir / "last.pt").exists():
         saved = torch.load(checkpoint_dir / "last.pt", weights_only=False)
+        if (saved.get("segmenter") is None) != (segmenter is None):
+            raise ValueError(f"{checkpoint_dir / 'last.pt'} was saved with another segmentation setting: "
+                             "resume with the same one, or remove the checkpoint")
         head.load_state_dict(saved["head"]); crf.load_state_dict(saved["crf"])
         if segmenter is not None:
             segmenter.load_state_dict(saved["segmenter"])
@@ -284,7 +290,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
             optimizer.zero_grad()
             loss.backward()
             if cfg.fgm:
-                batch_loss(head, crf, adversarial_states(states, cfg.fgm), f, cfg).backward()
+                batch_loss(head, crf, adversarial_states(states, cfg.fgm), f, cfg, segmenter).backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
             optimizer.step(); schedule.step()
             state["step"] += 1
