@@ -163,3 +163,45 @@ def test_entities_snap_to_words(text, start, end, expected):
     from raner_backend.engine.predictor import snap_to_words
 
     assert snap_to_words(text, start, end) == expected
+
+
+class _Recording:
+    """Answers each text with its own length and records the thread that computed it."""
+    version = "recording"
+
+    def __init__(self):
+        self.threads: list[str] = []
+
+    def predict(self, texts, deadline=None):
+        self.threads.append(threading.current_thread().name)
+        return [len(t) for t in texts]
+
+
+def test_a_home_thread_computes_the_small_requests_and_a_lone_one_waits_for_no_company():
+    from raner_backend.engine.batcher import Coalescer
+
+    coalescer = Coalescer(wait_ms=2000, max_chars=20)
+    predictor = _Recording()
+    home = threading.Thread(target=coalescer.serve_here, name="home")
+    home.start()
+    deadline = time.monotonic() + 5
+    while not coalescer.has_home and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.perf_counter()
+    assert coalescer.predict(predictor, ["马云在杭州"]) == [5]
+    assert time.perf_counter() - started < 1.0 and predictor.threads == ["home"]
+    assert coalescer.predict(predictor, ["长" * 30]) == [30]  # a large request runs in its caller's thread
+    assert predictor.threads[-1] == threading.current_thread().name
+    answers = {}
+    clients = [threading.Thread(target=lambda i=i: answers.update({i: coalescer.predict(predictor, ["字" * i])}))
+               for i in range(1, 5)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    assert answers == {i: [i] for i in range(1, 5)} and set(predictor.threads[2:]) == {"home"}
+    coalescer.leave_home()
+    home.join(5)
+    assert not home.is_alive() and not coalescer.has_home
+    coalescer.predict(predictor, ["马云"])  # back to the caller's thread
+    assert predictor.threads[-1] == threading.current_thread().name

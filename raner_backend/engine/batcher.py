@@ -6,6 +6,11 @@ One sentence at a time leaves most of the engine's batched throughput unused (co
 by the same version share the call); a larger request runs at once in its caller's thread so a
 long text never holds up short ones. So does a request that finds nothing else queued or running:
 a lone request never waits for company that is not coming.
+
+A server can give the coalescer a home thread (``serve_here``, the process's main thread): then the
+small requests, lone ones included, are computed there. The same network runs ~6 ms slower per
+45-character sentence on a server's request threads than on its main thread (benchmarks/serving.py,
+README "Engine benchmark"), for reasons not found; a hand-off costs well under a millisecond.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     results: list[TextResult] | None = None
     error: BaseException | None = None
+    alone: bool = False  # nothing else was queued or running when it came: it waits for no company
 
 
 class Coalescer:
@@ -34,24 +40,28 @@ class Coalescer:
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._running = 0  # batched or lone calls in progress
-        self.batches = 0  # batched calls made (for tests and logs)
+        self._home: threading.Thread | None = None  # the thread that computes small requests, if one serves
+        self._leave_home = False
+        self.batches = 0  # calls made for queued requests, batched or at home (for tests and logs)
         if self.wait_s > 0:
             threading.Thread(target=self._serve, name="coalescer", daemon=True).start()
 
     def predict(self, predictor: Predictor, texts: Sequence[str], deadline: float | None = None) -> list[TextResult]:
         """One result per text, from ``predictor``. ``deadline`` bounds a request that runs on its own
         (large, or alone); one batched with others is small and runs whole."""
-        if self.wait_s <= 0 or len(texts) >= self.max_texts or sum(map(len, texts)) > self.max_chars:
+        if len(texts) >= self.max_texts or sum(map(len, texts)) > self.max_chars or (
+                self.wait_s <= 0 and self._home is None):
             return predictor.predict(texts, deadline)
         request = _Request(predictor, texts)
         with self._cond:
-            alone = not self._queue and not self._running
-            if alone:
+            request.alone = not self._queue and not self._running
+            in_caller = request.alone and self._home is None
+            if in_caller:
                 self._running += 1
             else:
                 self._queue.append(request)
-                self._cond.notify()
-        if alone:
+                self._cond.notify_all()
+        if in_caller:
             try:
                 return predictor.predict(texts, deadline)
             finally:
@@ -62,11 +72,44 @@ class Coalescer:
             raise request.error
         return request.results
 
-    def _take(self) -> list[_Request]:
+    def serve_here(self) -> None:
+        """Compute the small requests on the calling thread until ``leave_home`` (blocks). A server
+        calls it on its main thread, its HTTP server running on other threads."""
         with self._cond:
-            while not self._queue:
+            self._home, self._leave_home = threading.current_thread(), False
+        try:
+            while requests := self._take():
+                self._run_taken(requests)
+        finally:
+            with self._cond:
+                self._home = None
+                self._cond.notify_all()
+
+    @property
+    def has_home(self) -> bool:
+        return self._home is not None
+
+    def leave_home(self) -> None:
+        """End ``serve_here`` once the requests it holds are done; the worker thread takes over."""
+        with self._cond:
+            self._leave_home = True
+            self._cond.notify_all()
+
+    def _mine(self) -> bool:
+        """Whether the calling thread should take queued requests: the home thread while one serves."""
+        return self._home is None or threading.current_thread() is self._home
+
+    def _take(self) -> list[_Request]:
+        """The next requests to run together; [] when the home thread is asked to leave."""
+        with self._cond:
+            while not (self._queue and self._mine()):
+                if self._leave_home and threading.current_thread() is self._home:
+                    self._home = None  # under the lock: no request is queued for a home that has gone
+                    self._cond.notify_all()
+                    return []
                 self._cond.wait()
-            self._cond.wait_for(lambda: sum(len(r.texts) for r in self._queue) >= self.max_texts, self.wait_s)
+            if not self._queue[0].alone:
+                self._cond.wait_for(lambda: sum(len(r.texts) for r in self._queue) >= self.max_texts, self.wait_s)
             taken, count = [], 0
             while self._queue and (not taken or count + len(self._queue[0].texts) <= self.max_texts):
                 request = self._queue.popleft()
@@ -77,16 +120,18 @@ class Coalescer:
 
     def _serve(self) -> None:
         while True:
-            requests = self._take()
-            groups: dict[int, list[_Request]] = {}
-            for r in requests:
-                groups.setdefault(id(r.predictor), []).append(r)
-            try:
-                for group in groups.values():
-                    self._run(group)
-            finally:
-                with self._cond:
-                    self._running -= 1
+            self._run_taken(self._take())
+
+    def _run_taken(self, requests: list[_Request]) -> None:
+        groups: dict[int, list[_Request]] = {}
+        for r in requests:
+            groups.setdefault(id(r.predictor), []).append(r)
+        try:
+            for group in groups.values():
+                self._run(group)
+        finally:
+            with self._cond:
+                self._running -= 1
 
     def _run(self, requests: list[_Request]) -> None:
         try:
@@ -99,5 +144,8 @@ class Coalescer:
         except BaseException as exc:  # handed to every waiting caller; the worker lives on
             for r in requests:
                 r.error = exc
-        for r in requests:
-            r.done.set()
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C on the home thread stops the server (its callers are told)
+        finally:
+            for r in requests:
+                r.done.set()
