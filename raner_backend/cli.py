@@ -171,6 +171,7 @@ def cmd_setup(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
+    import signal
     import threading
 
     from waitress import create_server
@@ -181,19 +182,32 @@ def cmd_serve(args, settings: Settings) -> int:
     backend = Backend(settings).start().attach_training()
     server = create_server(create_app(backend), host=settings.host, port=settings.port, threads=args.threads,
                            max_request_body_size=settings.max_request_bytes)
+    http_failed: list[BaseException] = []
 
     def serve_http() -> None:
         try:
             server.run()
+        except BaseException as exc:
+            http_failed.append(exc)
+            log.exception("the HTTP server stopped")
         finally:  # the HTTP server is gone: so is the reason to compute
             backend.coalescer.leave_home()
 
+    def stop(signum, frame) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)  # docker stop: end like Ctrl-C, not killed after its grace period
     log.info("listening on http://%s:%d (model %s)", settings.host, settings.port, backend.models.version())
     threading.Thread(target=serve_http, name="http", daemon=True).start()
-    # Small requests are computed on this main thread: the same network runs ~6 ms slower per
-    # sentence on the request threads (README, "Engine benchmark"); Ctrl-C ends the loop.
-    backend.coalescer.serve_here()
-    return 0
+    try:
+        # Small requests are computed on this main thread: the same network runs ~6 ms slower per
+        # sentence on the request threads (README, "Engine benchmark").
+        backend.coalescer.serve_here()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopping")
+    finally:
+        server.task_dispatcher.shutdown()  # requests in flight get up to 5 s to finish
+    return 1 if http_failed else 0
 
 
 def cmd_versions(args, settings: Settings) -> int:

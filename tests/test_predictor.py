@@ -169,39 +169,93 @@ class _Recording:
     """Answers each text with its own length and records the thread that computed it."""
     version = "recording"
 
-    def __init__(self):
+    def __init__(self, fail_on: str = ""):
         self.threads: list[str] = []
+        self.fail_on = fail_on
 
     def predict(self, texts, deadline=None):
         self.threads.append(threading.current_thread().name)
+        if self.fail_on in texts:
+            raise RuntimeError("the engine failed")
         return [len(t) for t in texts]
+
+
+def _at_home(coalescer):
+    """The coalescer served by a (daemon) home thread named ``home``, left at the end."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def serving():
+        home = threading.Thread(target=coalescer.serve_here, name="home", daemon=True)
+        home.start()
+        deadline = time.monotonic() + 5
+        while not coalescer.has_home and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            yield home
+        finally:
+            coalescer.leave_home()
+            home.join(5)
+    return serving()
+
+
+def _in_threads(call, args_list, timeout: float = 30) -> dict:
+    """``call(*args)`` for each args in threads at once; answers (or the exception raised) by index.
+    A request that never comes back fails the test instead of blocking it."""
+    answers: dict = {}
+
+    def answer(i, args):
+        try:
+            answers[i] = call(*args)
+        except Exception as exc:
+            answers[i] = exc
+
+    threads = [threading.Thread(target=answer, args=(i, a), daemon=True) for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a request never came back"
+    return answers
 
 
 def test_a_home_thread_computes_the_small_requests_and_a_lone_one_waits_for_no_company():
     from raner_backend.engine.batcher import Coalescer
 
-    coalescer = Coalescer(wait_ms=2000, max_chars=20)
+    coalescer = Coalescer(wait_ms=2000, max_texts=4, max_chars=20)
     predictor = _Recording()
-    home = threading.Thread(target=coalescer.serve_here, name="home")
-    home.start()
-    deadline = time.monotonic() + 5
-    while not coalescer.has_home and time.monotonic() < deadline:
-        time.sleep(0.01)
-    started = time.perf_counter()
-    assert coalescer.predict(predictor, ["马云在杭州"]) == [5]
-    assert time.perf_counter() - started < 1.0 and predictor.threads == ["home"]
-    assert coalescer.predict(predictor, ["长" * 30]) == [30]  # a large request runs in its caller's thread
-    assert predictor.threads[-1] == threading.current_thread().name
-    answers = {}
-    clients = [threading.Thread(target=lambda i=i: answers.update({i: coalescer.predict(predictor, ["字" * i])}))
-               for i in range(1, 5)]
-    for t in clients:
-        t.start()
-    for t in clients:
-        t.join()
-    assert answers == {i: [i] for i in range(1, 5)} and set(predictor.threads[2:]) == {"home"}
-    coalescer.leave_home()
-    home.join(5)
+    with _at_home(coalescer) as home:
+        started = time.perf_counter()
+        assert _in_threads(coalescer.predict, [(predictor, ["马云在杭州"])]) == {0: [5]}
+        assert time.perf_counter() - started < 1.0 and predictor.threads == ["home"]
+        assert coalescer.predict(predictor, ["长" * 30]) == [30]  # a large request runs in its caller's thread
+        assert predictor.threads[-1] == threading.current_thread().name
+        answers = _in_threads(coalescer.predict, [(predictor, ["字" * i]) for i in range(1, 5)])
+        assert answers == {i: [i + 1] for i in range(4)} and set(predictor.threads[2:]) == {"home"}
     assert not home.is_alive() and not coalescer.has_home
     coalescer.predict(predictor, ["马云"])  # back to the caller's thread
     assert predictor.threads[-1] == threading.current_thread().name
+
+
+def test_an_engine_error_at_home_reaches_its_caller_and_the_home_serves_on():
+    from raner_backend.engine.batcher import Coalescer
+
+    coalescer = Coalescer(wait_ms=20)
+    predictor = _Recording(fail_on="坏")
+    with _at_home(coalescer) as home:
+        (failed,) = _in_threads(coalescer.predict, [(predictor, ["坏"])]).values()
+        assert isinstance(failed, RuntimeError) and "the engine failed" in str(failed)
+        assert _in_threads(coalescer.predict, [(predictor, ["马云"])]) == {0: [2]}
+        assert predictor.threads == ["home", "home"] and home.is_alive()
+
+
+def test_without_batching_a_home_computes_one_request_at_a_time_and_hands_back_on_leaving():
+    from raner_backend.engine.batcher import Coalescer
+
+    coalescer = Coalescer(wait_ms=0)
+    predictor = _Recording()
+    with _at_home(coalescer):
+        answers = _in_threads(coalescer.predict, [(predictor, ["字" * i]) for i in range(1, 6)])
+        assert answers == {i: [i + 1] for i in range(5)} and predictor.threads == ["home"] * 5
+        assert coalescer.batches == 5
+    assert coalescer.predict(predictor, ["马云"]) == [2] and predictor.threads[-1] == threading.current_thread().name

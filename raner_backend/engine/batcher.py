@@ -8,9 +8,10 @@ long text never holds up short ones. So does a request that finds nothing else q
 a lone request never waits for company that is not coming.
 
 A server can give the coalescer a home thread (``serve_here``, the process's main thread): then the
-small requests, lone ones included, are computed there. The same network runs ~6 ms slower per
-45-character sentence on a server's request threads than on its main thread (benchmarks/serving.py,
-README "Engine benchmark"), for reasons not found; a hand-off costs well under a millisecond.
+small requests, lone ones included, are computed there (with ``BATCH_WAIT_MS=0`` one at a time).
+The same network runs ~6 ms slower per 45-character sentence on a server's request threads than on
+its main thread (benchmarks/serving.py, README "Engine benchmark"), for reasons not found; a hand-off
+costs well under a millisecond.
 """
 from __future__ import annotations
 
@@ -22,10 +23,14 @@ from typing import Sequence
 from .predictor import Predictor, TextResult
 
 
+SHUTTING_DOWN = "the server is shutting down"
+
+
 @dataclass
 class _Request:
     predictor: Predictor
     texts: Sequence[str]
+    deadline: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
     results: list[TextResult] | None = None
     error: BaseException | None = None
@@ -39,7 +44,7 @@ class Coalescer:
         self.max_chars = max_chars
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
-        self._running = 0  # batched or lone calls in progress
+        self._running = 0  # calls in progress: in a caller's thread, or of taken requests
         self._home: threading.Thread | None = None  # the thread that computes small requests, if one serves
         self._leave_home = False
         self.batches = 0  # calls made for queued requests, batched or at home (for tests and logs)
@@ -48,19 +53,18 @@ class Coalescer:
 
     def predict(self, predictor: Predictor, texts: Sequence[str], deadline: float | None = None) -> list[TextResult]:
         """One result per text, from ``predictor``. ``deadline`` bounds a request that runs on its own
-        (large, or alone); one batched with others is small and runs whole."""
-        if len(texts) >= self.max_texts or sum(map(len, texts)) > self.max_chars or (
-                self.wait_s <= 0 and self._home is None):
+        (large, alone, or alone in its call at home); one batched with others is small and runs whole."""
+        if len(texts) >= self.max_texts or sum(map(len, texts)) > self.max_chars:
             return predictor.predict(texts, deadline)
-        request = _Request(predictor, texts)
+        request = _Request(predictor, texts, deadline)
         with self._cond:
             request.alone = not self._queue and not self._running
-            in_caller = request.alone and self._home is None
+            in_caller = self._home is None and (request.alone or self.wait_s <= 0)
             if in_caller:
                 self._running += 1
             else:
                 self._queue.append(request)
-                self._cond.notify_all()
+                self._cond.notify_all()  # the home thread, not the idle worker, must wake
         if in_caller:
             try:
                 return predictor.predict(texts, deadline)
@@ -72,25 +76,33 @@ class Coalescer:
             raise request.error
         return request.results
 
+    @property
+    def has_home(self) -> bool:
+        return self._home is not None
+
     def serve_here(self) -> None:
-        """Compute the small requests on the calling thread until ``leave_home`` (blocks). A server
-        calls it on its main thread, its HTTP server running on other threads."""
+        """Compute the small requests on the calling thread until ``leave_home`` (blocks; returns at
+        once if it was already called). A server calls it on its main thread, its HTTP server
+        running on other threads; Ctrl-C there ends it, and the requests it holds are told."""
         with self._cond:
-            self._home, self._leave_home = threading.current_thread(), False
+            if self._leave_home:
+                return
+            self._home = threading.current_thread()
         try:
             while requests := self._take():
                 self._run_taken(requests)
         finally:
             with self._cond:
                 self._home = None
+                stranded = list(self._queue) if self.wait_s <= 0 else []  # no worker to take them over
+                if stranded:
+                    self._queue.clear()
                 self._cond.notify_all()
-
-    @property
-    def has_home(self) -> bool:
-        return self._home is not None
+            _fail(stranded)
 
     def leave_home(self) -> None:
-        """End ``serve_here`` once the requests it holds are done; the worker thread takes over."""
+        """End ``serve_here`` once the requests it holds are done (or keep it from starting); the worker
+        thread, where batching is on, takes over."""
         with self._cond:
             self._leave_home = True
             self._cond.notify_all()
@@ -100,18 +112,24 @@ class Coalescer:
         return self._home is None or threading.current_thread() is self._home
 
     def _take(self) -> list[_Request]:
-        """The next requests to run together; [] when the home thread is asked to leave."""
+        """The next requests to run together; [] only when the home thread is asked to leave."""
         with self._cond:
-            while not (self._queue and self._mine()):
-                if self._leave_home and threading.current_thread() is self._home:
-                    self._home = None  # under the lock: no request is queued for a home that has gone
-                    self._cond.notify_all()
-                    return []
-                self._cond.wait()
-            if not self._queue[0].alone:
-                self._cond.wait_for(lambda: sum(len(r.texts) for r in self._queue) >= self.max_texts, self.wait_s)
+            while True:
+                while not (self._queue and self._mine()):
+                    if self._leave_home and threading.current_thread() is self._home:
+                        self._home = None  # under the lock: nothing is queued for a home that has gone
+                        self._cond.notify_all()
+                        return []
+                    self._cond.wait()
+                if not self._queue[0].alone and self.wait_s > 0:
+                    self._cond.wait_for(lambda: not self._mine() or sum(len(r.texts) for r in self._queue)
+                                        >= self.max_texts, self.wait_s)
+                if self._queue and self._mine():  # another thread may have taken them meanwhile
+                    break
+            limit = self.max_texts if self.wait_s > 0 else 1
             taken, count = [], 0
-            while self._queue and (not taken or count + len(self._queue[0].texts) <= self.max_texts):
+            while (self._queue and len(taken) < limit
+                   and (not taken or count + len(self._queue[0].texts) <= self.max_texts)):
                 request = self._queue.popleft()
                 taken.append(request)
                 count += len(request.texts)
@@ -130,22 +148,31 @@ class Coalescer:
             for group in groups.values():
                 self._run(group)
         finally:
+            _fail([r for r in requests if not r.done.is_set()])  # a Ctrl-C at home left them
             with self._cond:
                 self._running -= 1
 
     def _run(self, requests: list[_Request]) -> None:
         try:
-            results = requests[0].predictor.predict([t for r in requests for t in r.texts])
+            deadline = requests[0].deadline if len(requests) == 1 else None
+            results = requests[0].predictor.predict([t for r in requests for t in r.texts], deadline)
             self.batches += 1
             start = 0
             for r in requests:
                 r.results = results[start : start + len(r.texts)]
                 start += len(r.texts)
         except BaseException as exc:  # handed to every waiting caller; the worker lives on
+            interrupted = not isinstance(exc, Exception)
             for r in requests:
-                r.error = exc
-            if not isinstance(exc, Exception):
-                raise  # Ctrl-C on the home thread stops the server (its callers are told)
+                r.error = RuntimeError(SHUTTING_DOWN) if interrupted else exc
+            if interrupted and threading.current_thread() is self._home:
+                raise  # Ctrl-C (or a SIGTERM made SystemExit) on the home thread stops the server
         finally:
             for r in requests:
                 r.done.set()
+
+
+def _fail(requests: Sequence[_Request]) -> None:
+    for r in requests:
+        r.error = RuntimeError(SHUTTING_DOWN)
+        r.done.set()
