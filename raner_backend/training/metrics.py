@@ -39,6 +39,11 @@ def _per_sentence_counts(gold: Sequence[Sequence[Span]], predicted: Sequence[Seq
                      for g, p in zip(gold, predicted)], dtype=np.float64).reshape(-1, 3)
 
 
+def _resamples(n: int, samples: int, seed: int) -> np.ndarray:
+    """``[samples, n]`` sentence indices drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
 def _f1_of_draws(counts: np.ndarray, draws: np.ndarray) -> np.ndarray:
     tp, n_pred, n_gold = (counts[draws].sum(axis=1)).T
     return np.divide(2 * tp, n_pred + n_gold, out=np.zeros_like(tp), where=n_pred + n_gold > 0)
@@ -51,8 +56,7 @@ def bootstrap_f1(gold: Sequence[Sequence[Span]], predicted: Sequence[Sequence[Sp
     counts = _per_sentence_counts(gold, predicted)
     if not len(counts):
         return [0.0, 0.0]
-    draws = np.random.default_rng(seed).integers(0, len(counts), size=(samples, len(counts)))
-    f1 = _f1_of_draws(counts, draws)
+    f1 = _f1_of_draws(counts, _resamples(len(counts), samples, seed))
     return [round(float(np.percentile(f1, 2.5)), 4), round(float(np.percentile(f1, 97.5)), 4)]
 
 
@@ -65,5 +69,5 @@ def share_worse(gold: Sequence[Sequence[Span]], before: Sequence[Sequence[Span]]
     counts_before, counts_after = _per_sentence_counts(gold, before), _per_sentence_counts(gold, after)
     if not len(counts_before):
         return 0.0
-    draws = np.random.default_rng(seed).integers(0, len(counts_before), size=(samples, len(counts_before)))
+    draws = _resamples(len(counts_before), samples, seed)
     return float(np.mean(_f1_of_draws(counts_after, draws) < _f1_of_draws(counts_before, draws)))

@@ -11,10 +11,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 SEGMENT_TAGS = ("B", "M", "E", "S")
-NO_SEGMENT = -100  # a character no segmentation speaks for (padding): the loss skips it
-
-
 BEGIN, MIDDLE, END, SINGLE = range(len(SEGMENT_TAGS))
+NO_SEGMENT = -100  # a character no segmentation speaks for (padding): the loss skips it
 
 
 def word_tags(words: Iterable[str]) -> np.ndarray:
