@@ -119,7 +119,7 @@ def run(args) -> dict:
                               **json.loads(args.config))
     args.config_text = (f"the service's fine-tuning (Backend.train_project) with {args.config}: {cfg}; "
                         f"output layers {NEW_TYPE_OUT_LR} while a type is new, 20 % held out, "
-                        f"{1 - args.project_share:.0%} MSRA replay, {args.swapped_copies} swapped copies of each annotated sentence")
+                        f"{1 - args.project_share:.0%} MSRA replay")
     runs = json.loads((RESULTS / f"{args.name}.json").read_text())["runs"] if args.resume else []
     done = {(r["seed"], r["sentences"], r["method"]) for r in runs}
     for seed in args.seeds:
@@ -133,8 +133,7 @@ def run(args) -> dict:
             started = time.time()
             result = fine_tune(served, tokenizer, states, annotated, replay_pool, [],
                                dataclasses.replace(cfg, seed=seed), project_types=OLD + (NEW,),
-                               partial=method == "partial", project_share=args.project_share,
-                               swapped_copies=args.swapped_copies)
+                               partial=method == "partial", project_share=args.project_share)
             on_test = scores_of(result.bundle, test_items, OLD + (NEW,))
             on_msra = scores_of(result.bundle, msra_items, OLD)
             record = {"seed": seed, "sentences": size, "method": method,
@@ -236,8 +235,6 @@ if __name__ == "__main__":
     parser.add_argument("--name", default="new_type", help="results file name under benchmarks/results/")
     parser.add_argument("--project-share", type=float, default=MAX_NEW_SHARE,
                         help="share of each epoch from the project's annotations (the rest: MSRA replay)")
-    parser.add_argument("--swapped-copies", type=int, default=0,
-                        help="copies of each annotated sentence with its mentions swapped (fine_tune's swapped_copies)")
     parser.add_argument("--config", default="{}", help="JSON overrides of the service's TrainConfig (experiments)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(parser.parse_args())

@@ -25,7 +25,6 @@ from ..model.bundle import HeadBundle
 from ..model.chars import char_classes
 from ..model.data import Example
 from ..model.tags import DEFAULT_SCHEME, TagScheme
-from .augment import mention_swaps
 from .features import length_sorted_batches, pad_ids
 from .metrics import entity_scores, share_worse
 from .trainer import Item, TrainConfig, evaluate_items, gold_and_predicted, item_emissions, train
@@ -114,21 +113,18 @@ def scores_of(bundle: HeadBundle, items: Sequence[Item], types: Sequence[str]) -
 def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: Sequence[Example],
               replay_pool: Sequence[Example], probe: Sequence[Example], cfg: TrainConfig, project_types: Sequence[str] = (),
               replay_types: Sequence[str] = DEFAULT_SCHEME.entity_types, partial: bool = True,
-              held_out_share: float = 0.2, project_share: float = MAX_NEW_SHARE, swapped_copies: int = 0,
+              held_out_share: float = 0.2, project_share: float = MAX_NEW_SHARE,
               progress: Callable[[dict], None] | None = None) -> FineTuneResult:
     """Train a copy of ``served``, grown to ``project_types`` (the project's entity types; default:
     the types in its examples), on ``project`` (+ replay), then apply the deploy guard: deploy only
     if held-out F1 is not worse than the served model's beyond chance, nor much worse for a
     well-supported type.
-    ``states``: the encoder states of the engine that serves the project (see ``items_for``).
-    ``swapped_copies``: how many copies of each training example to add with its mentions swapped
-    for other mentions of the same type in the project's training part (``with_swapped_copies``)."""
+    ``states``: the encoder states of the engine that serves the project (see ``items_for``)."""
     started = time.time()
     project_types = tuple(project_types) or tuple(dict.fromkeys(s.label for e in project for s in e.spans))
     train_ex, held_ex = split_held_out(list(project), held_out_share, cfg.seed)
     if not train_ex:
         train_ex = list(project)
-    train_ex = with_swapped_copies(train_ex, swapped_copies, cfg.seed)
     repeats = project_repeats(train_ex, replay_pool, cfg, project_share)
     n_replay = min(len(replay_pool), math.ceil(len(train_ex) * repeats * (1 - project_share) / project_share))
     replay = random.Random(cfg.seed).sample(list(replay_pool), n_replay) if n_replay else []
@@ -160,13 +156,6 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
     deploy, reason = deploy_verdict(before, after, lower_in, len(held_ex))
     figures["rule"], figures["candidate_lower_in_resamples"] = GUARD_RULE, round(lower_in, 4)
     return FineTuneResult(candidate, deploy, reason, figures)
-
-
-def with_swapped_copies(examples: list[Example], copies: int, seed: int) -> list[Example]:
-    """``examples`` and ``copies`` copies of each one that has mentions, the mentions swapped for others
-    of the same type from ``examples`` (mention replacement, Dai & Adel 2020): a few dozen sentences
-    teach a new type through the names they hold, and the copies put those contexts around other names."""
-    return examples + [copy for n in range(copies) for copy in mention_swaps(examples, 1.0, seed + n)]
 
 
 def keep_what_served_knew(served: HeadBundle, replay_items: Sequence[Item]) -> None:
