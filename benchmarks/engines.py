@@ -69,7 +69,7 @@ def timed_run(predict, examples, modern) -> dict:
 
 
 def run_child(engine: str, folder: str, limit: int, threads: int) -> dict:
-    from raner_backend.engine.loader import BaseRuntime, build_predictor
+    from raner_backend.engine.loader import ENCODER_INT8, BaseRuntime, build_predictor
     from raner_backend.model.base import resolve_base
     from raner_backend.model.bundle import HeadBundle
     from raner_backend.settings import Settings
@@ -89,7 +89,7 @@ def run_child(engine: str, folder: str, limit: int, threads: int) -> dict:
         files = list(Path(runtime.base.path).glob("*.safetensors")) + [path / "head.safetensors"]
     else:
         onnx = runtime.onnx_dir(bundle.head.cfg.base_layers)
-        files = [onnx / ("encoder.int8.onnx" if engine == "onnx-int8" else "encoder.fp32.onnx"), path / "head.onnx"]
+        files = [onnx / (ENCODER_INT8 if engine == "onnx-int8" else "encoder.fp32.onnx"), path / "head.onnx"]
     return dict(engine=engine, **row, size_mb=_size_mb(files), peak_rss_mb=_peak_rss_mb())
 
 

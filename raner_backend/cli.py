@@ -96,7 +96,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     for name, r in results.items():
         print(f"{name:10s} F1 {r['scores']['overall']['f1']:.4f} (95 % CI {r['f1_ci95'][0]:.4f}-{r['f1_ci95'][1]:.4f})  "
               + "  ".join(f"{t} {v['f1']:.4f}" for t, v in r["scores"]["per_type"].items())
-              + f"  ({r['sentences_per_s']:.0f} sentences/s)")
+              + f"  ({r['sentences_per_s']:.0f} sentences/s, one task {r['one_task_p50_ms']:.1f} ms)")
     if "choice" in report:
         print("default engine:", report["choice"]["engine"], "-", report["choice"]["rule"])
     print("written", args.out)

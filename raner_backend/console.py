@@ -162,6 +162,20 @@ def _detail_loggers() -> list[logging.Logger]:
     return [logging.getLogger(name) for name in sorted(names)]
 
 
+class _OwnRecordsTo(logging.Filter):
+    """On the root logger: its own records (not those propagated from named loggers) go to ``handler``."""
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "root":
+            return True
+        self.handler.handle(record)
+        return False
+
+
 @contextlib.contextmanager
 def details(what: str) -> Iterator[None]:
     """Everything the wrapped call prints, warns or logs through the libraries' loggers goes to the
@@ -179,6 +193,9 @@ def details(what: str) -> Iterator[None]:
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in _detail_loggers()]
     for lg, handlers, _ in saved:  # console handlers swapped for the details handler; others kept
         lg.handlers, lg.propagate = [h for h in handlers if not _to_console(h)] + [handler], False
+    # ONNX Runtime's quantizer logs through the root logger itself (``logging.info``).
+    root_records = _OwnRecordsTo(handler)
+    logging.getLogger().addFilter(root_records)
     failed = False
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stream), \
@@ -193,6 +210,7 @@ def details(what: str) -> Iterator[None]:
         failed = True
         raise
     finally:
+        logging.getLogger().removeFilter(root_records)
         for lg, handlers, propagate in saved:
             lg.handlers, lg.propagate = handlers, propagate
         handler.flush()

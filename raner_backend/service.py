@@ -57,7 +57,7 @@ def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionIn
     if engine != "torch":
         bundle = HeadBundle.load(current.path)
         runtime.encoder_onnx(bundle.head.cfg.base_layers, bundle.vocab, int8=engine == "onnx-int8")
-        ensure_head_onnx(runtime, bundle, current.path)
+        ensure_head_onnx(runtime, bundle, current.path, int8=engine == "onnx-int8")
     return current
 
 
@@ -420,7 +420,8 @@ class Backend:
         staging = self.registry.new_staging()
         try:
             result.bundle.save(staging)
-            ensure_head_onnx(self.runtime, result.bundle, staging)
+            ensure_head_onnx(self.runtime, result.bundle, staging,
+                             int8=engine_for(current, self.settings) == "onnx-int8")
             manifest = {"engine": current.manifest.get("engine", {"engine": DEFAULT_ENGINE}),
                         "parent": current.name, "project": project_id, "training": result.figures,
                         "deploy_guard": result.reason, "skipped_annotations": skipped}

@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("onnx-int8", "onnx-fp32", "torch")
 HEAD_ONNX = "head.onnx"
+HEAD_INT8 = "head.int8.onnx"
 # Part of the export's cache key: 2 = the encoder stops at the highest layer read (was all layers).
 ENCODER_EXPORT = 2
+# The INT8 file's name changes with how it is quantized, so an older quantization in a cache is not reused:
+# v2 keeps the products fed by a GELU in fp32 (export.FP32_AFTER).
+ENCODER_INT8 = "encoder.int8.v2.onnx"
 
 
 class OnnxStates(torch.nn.Module):
@@ -72,7 +76,7 @@ class BaseRuntime:
                 export_encoder(EncoderStates(self.load().encoder, layers), self.tokenizer, vocab, fp32)
             if not int8:
                 return fp32
-            quantized = folder / "encoder.int8.onnx"
+            quantized = folder / ENCODER_INT8
             if not quantized.exists():
                 log.info("quantizing the base encoder to INT8 (once per base model)")
                 quantize_int8(fp32, quantized)
@@ -97,24 +101,33 @@ class BaseRuntime:
             return self._sessions[key]
 
 
-def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, again: bool = False) -> Path:
-    """The head's ONNX export in ``folder``, exported when missing (or ``again``)."""
+def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, again: bool = False,
+                     int8: bool = False) -> Path:
+    """The head's ONNX export in ``folder``, exported when missing (or ``again``); with ``int8``, its
+    INT8 quantization beside it (``HEAD_INT8``, quantized like the encoder), which is returned."""
     path = folder / HEAD_ONNX
     if again or not path.exists():
         runtime.load()
         export_head(bundle.head, EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), runtime.tokenizer,
                     bundle.vocab, path)
-    return path
+    if not int8:
+        return path
+    quantized = folder / HEAD_INT8
+    if again or not quantized.exists():
+        # The character embedding is small: its lookups stay fp32.
+        quantize_int8(path, quantized, op_types=("MatMul",))
+    return quantized
 
 
 def _onnx_backend(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, engine: str, threads: int) -> OnnxBackend:
-    layers = bundle.head.cfg.base_layers
-    encoder = runtime.encoder_session(layers, bundle.vocab, int8=engine == "onnx-int8", threads=threads)
-    backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder), threads)
+    layers, int8 = bundle.head.cfg.base_layers, engine == "onnx-int8"
+    encoder = runtime.encoder_session(layers, bundle.vocab, int8=int8, threads=threads)
+    backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder, int8=int8), threads)
     if backend.layers_read != len(layers):
         # Exported when the head was handed every chosen layer, the one it re-computes included.
         log.info("re-exporting %s for the encoder's layers %s", folder / HEAD_ONNX, layers)
-        backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder, again=True), threads)
+        backend = OnnxBackend(engine, encoder, ensure_head_onnx(runtime, bundle, folder, again=True, int8=int8),
+                              threads)
     return backend
 
 

@@ -43,6 +43,7 @@ class OnnxBackend:
     def __init__(self, name: str, encoder, head_path: Path, threads: int = 0):
         self.name = name
         self.encoder = encoder
+        self.head_path = head_path
         self.head = onnx_session(head_path, threads)
         # A head without top encoder layers never reads token_mask, and its graph has no such input.
         self.head_inputs = {i.name for i in self.head.get_inputs()}
