@@ -22,7 +22,7 @@ from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_on
 from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
 from .model.bundle import HeadBundle
 from .settings import Settings
-from .model.registry import Registry, RegistryError, VersionInfo, sha256_of
+from .model.registry import MANIFEST, Registry, RegistryError, VersionInfo, sha256_of, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionIn
     current = registry.current()
     if current is None or _serves_an_older_default(current):
         current = _install_embedded_default(registry, runtime)
+    elif _packaged_engine_changed(current):
+        current = _take_packaged_engine(registry, current)
     engine = engine_for(current, settings)
     if engine != "torch":
         bundle = HeadBundle.load(current.path)
@@ -66,6 +68,25 @@ def _serves_an_older_default(current: VersionInfo) -> bool:
         return False
     packaged = default_model_folder() / "head.safetensors"
     return packaged.exists() and sha256_of(packaged) != sha256_of(current.path / "head.safetensors")
+
+
+def _packaged_engine_changed(current: VersionInfo) -> bool:
+    """The served version is the embedded default with the same weights, but the package now records
+    another engine for it (an upgrade that re-measured the engines)."""
+    if current.manifest.get("origin") != EMBEDDED_ORIGIN:
+        return False
+    packaged = json.loads((default_model_folder() / MANIFEST).read_text())
+    return packaged.get("engine") != current.manifest.get("engine")
+
+
+def _take_packaged_engine(registry: Registry, current: VersionInfo) -> VersionInfo:
+    """The embedded default's engine choice and its figures as the package now records them. Only
+    the embedded default's: a version trained from annotations keeps the engine it was trained for."""
+    packaged = json.loads((default_model_folder() / MANIFEST).read_text())
+    manifest = {**current.manifest, "engine": packaged["engine"], "evaluation": packaged.get("evaluation")}
+    write_json_atomic(current.path / MANIFEST, manifest)
+    log.info("%s now served with engine %s (the package's choice)", current.name, packaged["engine"].get("engine"))
+    return registry.current()
 
 
 def _install_embedded_default(registry: Registry, runtime: BaseRuntime) -> VersionInfo:

@@ -55,6 +55,17 @@ def test_first_run_installs_the_default_and_a_second_run_changes_nothing(package
     assert len(Registry(settings.model_dir).versions()) == 1
 
 
+def test_an_upgrade_that_chose_another_engine_serves_the_same_version_with_it(packaged, runtime, tmp_path,
+                                                                           tiny_settings):
+    settings = dataclasses.replace(tiny_settings, model_dir=tmp_path / "upgraded")
+    first = install_default_model(settings, runtime)
+    (packaged / MANIFEST).write_text(json.dumps({"engine": {"engine": "onnx-int8"}, "evaluation": {"f1": {}}}))
+    again = install_default_model(settings, runtime)
+    assert again.name == first.name and len(Registry(settings.model_dir).versions()) == 1
+    assert again.manifest["engine"] == {"engine": "onnx-int8"} and again.manifest["origin"] == EMBEDDED_ORIGIN
+    assert (again.path / "head.int8.onnx").exists()  # prepared at start, not on the first request
+
+
 def test_an_upgrade_serves_the_new_default_and_keeps_the_old_one(packaged, runtime, tiny_settings):
     registry = Registry(tiny_settings.model_dir)
     old = registry.current()
