@@ -113,7 +113,7 @@ def main() -> None:
 
     def onnx_predictor(encoder: Path) -> Predictor:
         return Predictor("variant", runtime.tokenizer, OnnxBackend("variant", onnx_session(encoder, 0), head),
-                         bundle.scheme, bundle.vocab, bundle.crf.params(), hidden=runtime.encoder.config.hidden_size,
+                         bundle.scheme, bundle.vocab, bundle.crf.params(), hidden=runtime.config.hidden_size,
                          cache_size=0)
 
     rows = {"PyTorch fp32 (reference)": measure(build_predictor(runtime, folder, "t", "torch", cache_size=0),

@@ -46,6 +46,9 @@ def test_the_int8_engine_serves_an_int8_head_beside_the_fp32_export(tiny_model):
     assert predictor.backend.head_path.name == HEAD_INT8
     examples = tiny_examples()
     assert len(predictor.predict([e.text for e in examples])) == len(examples)
+    fresh = BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache")
+    again = build_predictor(fresh, root / "model", "tiny", "onnx-int8", cache_size=0)
+    assert again.predict(["马云在杭州"]) and fresh._torch_encoder is None  # the exports exist: no torch weights
 
 
 def _engine(f1: float, p50: float, per_s: float) -> dict:

@@ -47,19 +47,31 @@ class OnnxStates(torch.nn.Module):
 
 @dataclass
 class BaseRuntime:
-    """The loaded base encoder and the folder of its ONNX exports."""
+    """The base encoder and the folder of its ONNX exports. ``load`` reads the tokenizer and the
+    configuration; the torch weights load on first use of ``encoder``, since an ONNX engine never
+    runs them (exports, the torch engine and training on its states do)."""
 
     base: BaseEncoder
     cache_dir: Path
     tokenizer: object = None
-    encoder: object = None
+    config: object = None
+    _torch_encoder: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _weights_lock: threading.Lock = field(default_factory=threading.Lock)
     _sessions: dict = field(default_factory=dict)
 
     def load(self) -> "BaseRuntime":
         if self.tokenizer is None:
-            self.tokenizer, self.encoder = self.base.load()
+            self.tokenizer, self.config = self.base.load_tokenizer(), self.base.load_config()
         return self
+
+    @property
+    def encoder(self):
+        """The torch encoder, loaded on first use."""
+        with self._weights_lock:
+            if self._torch_encoder is None:
+                self._torch_encoder = self.base.load_encoder()
+            return self._torch_encoder
 
     def onnx_dir(self, layers: tuple[int, ...]) -> Path:
         key = hashlib.sha256(json.dumps([self.base.name, self.base.checksum(), list(layers),
@@ -141,7 +153,7 @@ def build_predictor(runtime: BaseRuntime, folder: Path, version: str, engine: st
         backend = TorchBackend(EncoderStates(runtime.encoder, bundle.head.cfg.base_layers), bundle.head, threads)
     else:
         backend = _onnx_backend(runtime, bundle, folder, engine, threads)
-    config = runtime.encoder.config
+    config = runtime.config
     return Predictor(version, runtime.tokenizer, backend, bundle.scheme, bundle.vocab, bundle.crf.params(),
                      hidden=config.hidden_size, cache_size=cache_size,
                      max_tokens=min(MAX_TOKENS, getattr(config, "max_position_embeddings", MAX_TOKENS)),

@@ -20,12 +20,28 @@ class BaseEncoder:
 
     def load(self):
         """(tokenizer, encoder) — the encoder in eval mode with its weights frozen."""
-        from transformers import AutoModel, AutoTokenizer
+        return self.load_tokenizer(), self.load_encoder()
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        with details(f"loading the tokenizer of {self.name}"):  # transformers' notices
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"base model {self.name}: a fast tokenizer is needed for character offsets")
+        return tokenizer
+
+    def load_config(self):
+        from transformers import AutoConfig
+
+        with details(f"loading the configuration of {self.name}"):
+            return AutoConfig.from_pretrained(self.path)
+
+    def load_encoder(self):
+        """The torch encoder in eval mode with its weights frozen."""
+        from transformers import AutoModel
 
         with details(f"loading the base encoder {self.name}"):  # transformers' progress bars and notices
-            tokenizer = AutoTokenizer.from_pretrained(self.path)
-            if not getattr(tokenizer, "is_fast", False):
-                raise ValueError(f"base model {self.name}: a fast tokenizer is needed for character offsets")
             try:
                 encoder = AutoModel.from_pretrained(self.path, add_pooling_layer=False)
             except TypeError:
@@ -33,7 +49,7 @@ class BaseEncoder:
         encoder.eval()
         for p in encoder.parameters():
             p.requires_grad_(False)
-        return tokenizer, encoder
+        return encoder
 
     def checksum(self) -> str:
         """sha256 of the weight files (empty for a hub id not yet on disk)."""
