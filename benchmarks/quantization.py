@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -67,20 +66,16 @@ def quantized(pre: Path, out: Path, products, parts, layers, options: dict) -> P
 
 
 def measure(predictor, texts: list[str], gold: list, latency_texts: list[str]) -> dict:
+    from raner_backend.engine.evaluation import one_task_p50_ms
     from raner_backend.training.metrics import entity_scores
 
     predictor.predict(texts[:32])
     started = time.perf_counter()
     predicted = predictor.predict(texts)
     seconds = time.perf_counter() - started
-    times = []
-    for text in latency_texts:
-        t = time.perf_counter()
-        predictor.predict([text])
-        times.append(time.perf_counter() - t)
     spans = [[(e.start, e.end, e.label) for e in r.entities] for r in predicted]
     return {"f1": round(entity_scores(gold, spans)["overall"]["f1"], 4), "batched_s": round(seconds, 2),
-            "one_task_p50_ms": round(1000 * statistics.median(times), 1)}
+            "one_task_p50_ms": one_task_p50_ms(predictor, latency_texts)}
 
 
 def main() -> None:

@@ -53,13 +53,13 @@ def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionIn
     current = registry.current()
     if current is None or _serves_an_older_default(current):
         current = _install_embedded_default(registry, runtime)
-    elif _packaged_engine_changed(current):
-        current = _take_packaged_engine(registry, current)
+    else:
+        current = _with_packaged_engine(registry, current)
     engine = engine_for(current, settings)
     if engine != "torch":
-        bundle = HeadBundle.load(current.path)
-        runtime.encoder_onnx(bundle.head.cfg.base_layers, bundle.vocab, int8=engine == "onnx-int8")
-        ensure_head_onnx(runtime, bundle, current.path, int8=engine == "onnx-int8")
+        bundle, int8 = HeadBundle.load(current.path), engine == "onnx-int8"
+        runtime.encoder_onnx(bundle.head.cfg.base_layers, bundle.vocab, int8=int8)
+        ensure_head_onnx(runtime, bundle, current.path, int8=int8)
     return current
 
 
@@ -70,19 +70,16 @@ def _serves_an_older_default(current: VersionInfo) -> bool:
     return packaged.exists() and sha256_of(packaged) != sha256_of(current.path / "head.safetensors")
 
 
-def _packaged_engine_changed(current: VersionInfo) -> bool:
-    """The served version is the embedded default with the same weights, but the package now records
-    another engine for it (an upgrade that re-measured the engines)."""
+def _with_packaged_engine(registry: Registry, current: VersionInfo) -> VersionInfo:
+    """``current``, or, when it is the embedded default (same weights) and the package now records
+    another engine for it (an upgrade that re-measured the engines), the same version with the
+    package's engine choice and figures. A version trained from annotations keeps the engine it was
+    trained for."""
     if current.manifest.get("origin") != EMBEDDED_ORIGIN:
-        return False
+        return current
     packaged = json.loads((default_model_folder() / MANIFEST).read_text())
-    return packaged.get("engine") != current.manifest.get("engine")
-
-
-def _take_packaged_engine(registry: Registry, current: VersionInfo) -> VersionInfo:
-    """The embedded default's engine choice and its figures as the package now records them. Only
-    the embedded default's: a version trained from annotations keeps the engine it was trained for."""
-    packaged = json.loads((default_model_folder() / MANIFEST).read_text())
+    if "engine" not in packaged or packaged["engine"] == current.manifest.get("engine"):
+        return current
     manifest = {**current.manifest, "engine": packaged["engine"], "evaluation": packaged.get("evaluation")}
     write_json_atomic(current.path / MANIFEST, manifest)
     log.info("%s now served with engine %s (the package's choice)", current.name, packaged["engine"].get("engine"))
