@@ -139,7 +139,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=0, help="first N test sentences (default all 5,000)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="0: the engines' own defaults, as served (NUM_THREADS=0); ONNX Runtime with 2 set explicitly ran one task ~40 %% slower here")
+                        help="0: the engines' own defaults, as served (NUM_THREADS=0)")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--model", action="append", default=[],
                         help="LABEL=FOLDER, repeatable (default: default=MODEL_DIR's current version)")

@@ -104,7 +104,9 @@ def run(args) -> dict:
     settings = Settings.from_env()
     runtime = BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir).load()
     served = HeadBundle.load(default_model_folder())
-    tokenizer, states = runtime.tokenizer, runtime.states_module(served.head.cfg.base_layers, served.vocab, "torch")
+    # A project trains on the states of the engine that serves it (the manifest's choice).
+    engine = args.engine or json.loads((default_model_folder() / "manifest.json").read_text())["engine"]["engine"]
+    tokenizer, states = runtime.tokenizer, runtime.states_module(served.head.cfg.base_layers, served.vocab, engine)
     pool, test = split(list(read_examples(DATA)), args.pool)
     replay_pool = [e for _, e in zip(range(20000), read_tagged(msra_path("msra_train.txt")))]
     msra_test = [e for e in read_tagged(msra_path("msra_test.txt")) if e.text][: args.msra_sentences]
@@ -117,7 +119,8 @@ def run(args) -> dict:
              reference["msra_test"]["overall"]["f1"], reference["uncertainty_auc"])
     cfg = dataclasses.replace(project_config(settings.train_epochs, settings.train_max_steps),
                               **json.loads(args.config))
-    args.config_text = (f"the service's fine-tuning (Backend.train_project) with {args.config}: {cfg}; "
+    args.config_text = (f"the service's fine-tuning (Backend.train_project) on {engine} encoder states "
+                        f"with {args.config}: {cfg}; "
                         f"output layers {NEW_TYPE_OUT_LR} while a type is new, 20 % held out, "
                         f"{1 - args.project_share:.0%} MSRA replay")
     runs = json.loads((RESULTS / f"{args.name}.json").read_text())["runs"] if args.resume else []
@@ -230,6 +233,7 @@ if __name__ == "__main__":
     parser.add_argument("--naive-seeds", type=int, nargs="*", default=[],
                         help="run the naive way only for these seeds (default: every seed)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
+    parser.add_argument("--engine", help="encoder states to train and score on (default: the default model's engine)")
     parser.add_argument("--pool", type=int, default=300, help="sentences in the annotation pool (the rest: test)")
     parser.add_argument("--msra-sentences", type=int, default=2000, help="msra_test sentences for the old types")
     parser.add_argument("--name", default="new_type", help="results file name under benchmarks/results/")

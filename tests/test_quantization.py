@@ -10,6 +10,7 @@ from raner_backend.engine.evaluation import choose_engine
 from raner_backend.engine.export import fed_by_gelu, quantize_int8
 from raner_backend.engine.loader import HEAD_INT8, BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
+from raner_backend.model.bundle import HeadBundle
 
 from .tiny_bert import tiny_examples
 
@@ -36,6 +37,20 @@ def test_products_fed_by_a_gelu_stay_fp32(tmp_path):
     nodes = {n.name: n.op_type for n in onnx.load(str(target)).graph.node}
     assert nodes.get("down") == "MatMul"  # untouched
     assert "up" not in nodes and any(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op in nodes.values())
+
+
+def test_the_encoder_export_is_fused_and_int8_covers_its_attention(tiny_model):
+    root, base = tiny_model
+    runtime = BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache")
+    bundle = HeadBundle.load(root / "model")
+
+    def ops(int8: bool) -> set[str]:
+        path = runtime.encoder_onnx(bundle.head.cfg.base_layers, bundle.vocab, int8=int8)
+        return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= ops(int8=False)
+    assert "QAttention" in ops(int8=True)
+    assert runtime._torch_encoder is None  # exported from a copy with eager attention
 
 
 def test_the_int8_engine_serves_an_int8_head_beside_the_fp32_export(tiny_model):

@@ -66,13 +66,41 @@ def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
     return ids, mask, fields
 
 
-def export_encoder(states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
+def export_encoder(states: EncoderStates, tokenizer, vocab, path: Path, fuse: bool = True) -> Path:
+    """The base encoder's chosen layers, traced and (with ``fuse``) fused by ``fuse_transformer``.
+    The states' encoder must use eager attention: neither the dynamo exporter's graph nor SDPA's is
+    one that ONNX Runtime's transformer optimizer recognises."""
     ids, mask, _ = sample_inputs(tokenizer, vocab)
-    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=512)
-    dynamic = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
+    axes = {name: {0: "batch", 1: "tokens"} for name in (*ENCODER_INPUTS, "token_states")}
+
+    def write(tmp: Path) -> None:
+        with details(f"ONNX export of the base encoder to {path}"), torch.no_grad():
+            torch.onnx.export(states.eval(), (ids, mask), str(tmp), input_names=ENCODER_INPUTS,
+                              output_names=["token_states"], dynamic_axes=axes, dynamo=False, opset_version=17)
+            if fuse:
+                fuse_transformer(tmp, states.encoder.config)
+
     with step("export ONNX: base encoder"):
-        return _atomic_write(path, lambda tmp: _export(states, (ids, mask), ENCODER_INPUTS, "token_states",
-                                                       dynamic, tmp))
+        return _atomic_write(path, write)
+
+
+def fuse_transformer(path: Path, config) -> None:
+    """ONNX Runtime's BERT fusions in place: one Attention node per layer (whose query, key and
+    value products INT8 quantization then covers), each residual's layer norm, bias + GELU, and the
+    embeddings with their layer norm. Served in INT8, the model scores 0.9192 on msra_test instead
+    of 0.9176 unfused (`raner-backend evaluate`). The fused embeddings keep their table in fp32:
+    left a plain lookup and quantized, the file is 84 MB instead of 248 but F1 falls to 0.9170.
+    Python-level fusions only (``opt_level=0``): the file holds nothing specific to this CPU."""
+    from onnxruntime.transformers import optimizer
+
+    try:
+        model = optimizer.optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size, opt_level=0)
+    except Exception as exc:  # a speed-up only: a base model the optimizer cannot read is served unfused
+        log.warning("transformer fusion skipped: %s", exc)
+        return
+    log.info("fused %s", {op: n for op, n in model.get_fused_operator_statistics().items() if n})
+    model.save_model_to_file(str(path))
 
 
 def export_head(head: Head, states: EncoderStates, tokenizer, vocab, path: Path) -> Path:
@@ -105,9 +133,11 @@ def fed_by_gelu(path: Path) -> list[str]:
             if node.op_type == "MatMul" and producer.get(node.input[0]) in FP32_AFTER]
 
 
-def quantize_int8(source: Path, target: Path, op_types: tuple[str, ...] = ("MatMul", "Gather")) -> Path:
-    """INT8 weights (one scale per output channel) for the graph's matrix products and embedding
-    lookups (``op_types``), activations quantized per call, except products fed by a GELU (``FP32_AFTER``)."""
+def quantize_int8(source: Path, target: Path, op_types: tuple[str, ...] = ("MatMul", "Gather", "Attention")) -> Path:
+    """INT8 weights (one scale per output channel) for the graph's matrix products, embedding
+    lookups and fused attention's input products (``op_types``), activations quantized per call,
+    except products fed by a GELU (``FP32_AFTER``)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def write(tmp: Path) -> None:
@@ -122,7 +152,9 @@ def quantize_int8(source: Path, target: Path, op_types: tuple[str, ...] = ("MatM
                 log.warning("quantization pre-processing skipped: %s", exc)
                 shutil.copy(source, pre)
             quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=list(op_types), nodes_to_exclude=fed_by_gelu(pre))
+                             op_types_to_quantize=list(op_types), nodes_to_exclude=fed_by_gelu(pre),
+                             # Shape inference gives no types past the fused (com.microsoft) nodes.
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
     with step(f"quantize INT8: {source.stem}"), details(f"INT8 quantization of {source}"):
         return _atomic_write(target, write)

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 ENGINES = ("onnx-int8", "onnx-fp32", "torch")
 HEAD_ONNX = "head.onnx"
 HEAD_INT8 = "head.int8.onnx"
-# Part of the export's cache key: 2 = the encoder stops at the highest layer read (was all layers).
-ENCODER_EXPORT = 2
+# Part of the export's cache key: 2 = the encoder stops at the highest layer read (was all layers);
+# 3 = traced with eager attention and fused (export.fuse_transformer).
+ENCODER_EXPORT = 3
 # The INT8 file's name changes with how it is quantized, so an older quantization in a cache is not reused:
 # v2 keeps the products fed by a GELU in fp32 (export.FP32_AFTER).
 ENCODER_INT8 = "encoder.int8.v2.onnx"
@@ -85,7 +86,9 @@ class BaseRuntime:
             fp32 = folder / "encoder.fp32.onnx"
             if not fp32.exists():
                 log.info("exporting the base encoder to ONNX (once per base model)")
-                export_encoder(EncoderStates(self.load().encoder, layers), self.tokenizer, vocab, fp32)
+                # A copy with eager attention, for the export only: the shared encoder keeps the faster SDPA.
+                eager = self.base.load_encoder(attention="eager")
+                export_encoder(EncoderStates(eager, layers), self.load().tokenizer, vocab, fp32)
             if not int8:
                 return fp32
             quantized = folder / ENCODER_INT8

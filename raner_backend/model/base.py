@@ -37,15 +37,17 @@ class BaseEncoder:
         with details(f"loading the configuration of {self.name}"):
             return AutoConfig.from_pretrained(self.path)
 
-    def load_encoder(self):
-        """The torch encoder in eval mode with its weights frozen."""
+    def load_encoder(self, attention: str | None = None):
+        """The torch encoder in eval mode with its weights frozen; ``attention`` names transformers'
+        attention implementation (``eager`` for an export that ONNX Runtime can fuse)."""
         from transformers import AutoModel
 
+        options = {"attn_implementation": attention} if attention else {}
         with details(f"loading the base encoder {self.name}"):  # transformers' progress bars and notices
             try:
-                encoder = AutoModel.from_pretrained(self.path, add_pooling_layer=False)
+                encoder = AutoModel.from_pretrained(self.path, add_pooling_layer=False, **options)
             except TypeError:
-                encoder = AutoModel.from_pretrained(self.path)
+                encoder = AutoModel.from_pretrained(self.path, **options)
         encoder.eval()
         for p in encoder.parameters():
             p.requires_grad_(False)
