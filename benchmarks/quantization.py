@@ -55,13 +55,36 @@ def check_parts(path: Path, products: list[tuple[str, int, str]]) -> None:
         raise SystemExit("the encoder graph's products are not in the expected order; parts would be mislabelled")
 
 
+def unfused_encoder(runtime, bundle, path: Path) -> Path:
+    """The served encoder's graph before fusion, its GELUs alone fused into Gelu nodes (the rule
+    ``fed_by_gelu`` reads them): six MatMuls per layer, in graph order."""
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    from raner_backend.engine.export import export_encoder
+    from raner_backend.model.network import EncoderStates
+
+    export_encoder(EncoderStates(runtime.base.load_encoder(attention="eager"), bundle.head.cfg.base_layers),
+                   runtime.tokenizer, bundle.vocab, path, fuse=False)
+    options = FusionOptions("bert")
+    for fusion in ("enable_attention", "enable_skip_layer_norm", "enable_embed_layer_norm", "enable_bias_gelu"):
+        setattr(options, fusion, False)
+    config = runtime.config
+    optimizer.optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                             hidden_size=config.hidden_size, opt_level=0,
+                             optimization_options=options).save_model_to_file(str(path))
+    return path
+
+
 def quantized(pre: Path, out: Path, products, parts, layers, options: dict) -> Path:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     keep = [name for name, layer, part in products if part in parts or layer in layers]
     quantize_dynamic(str(pre), str(out), weight_type=getattr(QuantType, options.get("weight_type", "QInt8")),
                      per_channel=True, reduce_range=options.get("reduce_range", False),
-                     op_types_to_quantize=options.get("op_types", ["MatMul", "Gather"]), nodes_to_exclude=keep)
+                     op_types_to_quantize=options.get("op_types", ["MatMul", "Gather"]), nodes_to_exclude=keep,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return out
 
 
@@ -87,14 +110,12 @@ def main() -> None:
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from raner_backend.engine.export import export_encoder
     from raner_backend.engine.loader import BaseRuntime, build_predictor, ensure_head_onnx
     from raner_backend.engine.predictor import Predictor
     from raner_backend.engine.runtime import OnnxBackend, onnx_session
     from raner_backend.model.base import resolve_base
     from raner_backend.model.bundle import HeadBundle
     from raner_backend.model.data import msra_path, read_tagged
-    from raner_backend.model.network import EncoderStates
     from raner_backend.service import default_model_folder
     from raner_backend.settings import Settings
 
@@ -117,10 +138,8 @@ def main() -> None:
                                                 texts, gold, latency_texts),
             "ONNX Runtime fp32": measure(onnx_predictor(fp32), texts, gold, latency_texts)}
     with tempfile.TemporaryDirectory() as work:
-        # The variants leave products of the unfused graph in fp32 (six per layer, in graph order).
-        unfused, pre = Path(work) / "unfused.onnx", Path(work) / "pre.onnx"
-        export_encoder(EncoderStates(runtime.base.load_encoder(attention="eager"), bundle.head.cfg.base_layers),
-                       runtime.tokenizer, bundle.vocab, unfused, fuse=False)
+        pre = Path(work) / "pre.onnx"
+        unfused = unfused_encoder(runtime, bundle, Path(work) / "unfused.onnx")
         quant_pre_process(str(unfused), str(pre), skip_symbolic_shape=True)
         products = encoder_products(pre)
         check_parts(pre, products)
