@@ -162,18 +162,15 @@ def _detail_loggers() -> list[logging.Logger]:
     return [logging.getLogger(name) for name in sorted(names)]
 
 
-class _OwnRecordsTo(logging.Filter):
-    """On the root logger: its own records (not those propagated from named loggers) go to ``handler``."""
+def _from_a_library(record: logging.LogRecord) -> bool:
+    """Not one of this package's records: a library's logger (ONNX Runtime's transformer optimizer
+    logs under bare module names such as ``fusion_base``) or the root logger's own (its quantizer
+    calls ``logging.info``)."""
+    return not record.name.startswith(__package__)
 
-    def __init__(self, handler: logging.Handler):
-        super().__init__()
-        self.handler = handler
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "root":
-            return True
-        self.handler.handle(record)
-        return False
+def _ours(record: logging.LogRecord) -> bool:
+    return not _from_a_library(record)
 
 
 @contextlib.contextmanager
@@ -193,9 +190,13 @@ def details(what: str) -> Iterator[None]:
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in _detail_loggers()]
     for lg, handlers, _ in saved:  # console handlers swapped for the details handler; others kept
         lg.handlers, lg.propagate = [h for h in handlers if not _to_console(h)] + [handler], False
-    # ONNX Runtime's quantizer logs through the root logger itself (``logging.info``).
-    root_records = _OwnRecordsTo(handler)
-    logging.getLogger().addFilter(root_records)
+    # Records that reach the root logger from any other library go to the details, not the console.
+    root = logging.getLogger()
+    console = [h for h in root.handlers if _to_console(h)]
+    handler.addFilter(_from_a_library)
+    root.addHandler(handler)
+    for h in console:
+        h.addFilter(_ours)
     failed = False
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stream), \
@@ -210,7 +211,9 @@ def details(what: str) -> Iterator[None]:
         failed = True
         raise
     finally:
-        logging.getLogger().removeFilter(root_records)
+        root.removeHandler(handler)
+        for h in console:
+            h.removeFilter(_ours)
         for lg, handlers, propagate in saved:
             lg.handlers, lg.propagate = handlers, propagate
         handler.flush()

@@ -24,6 +24,7 @@ def _noisy_call():
     logging.getLogger("onnx_ir.passes.common.initializer_deduplication").warning("Replaced initializer 'val_1'")
     logging.getLogger("torch.onnx._internal.exporter").warning("torchvision is not installed")
     logging.warning("Quantization parameters for tensor not specified")  # on the root logger itself
+    logging.getLogger("fusion_base").warning("Fused Attention: 10")  # ONNX Runtime's optimizer: bare module names
 
 
 def test_details_go_to_the_details_file_and_steps_to_the_console(tmp_path, capfd):
@@ -40,11 +41,11 @@ def test_details_go_to_the_details_file_and_steps_to_the_console(tmp_path, capfd
     assert lines[0].rstrip().endswith(" s  ok")
     written = log_file.read_text()
     for text in ("Obtain model graph", "progress 50%", "axis name", "Replaced initializer", "torchvision",
-                 "Quantization parameters", "installed the default model"):
+                 "Quantization parameters", "Fused Attention", "installed the default model"):
         assert text in written, text
     console = capfd.readouterr()
     assert "Replaced" not in console.out + console.err and "axis name" not in console.out + console.err
-    assert "Quantization parameters" not in console.out + console.err
+    assert "Quantization parameters" not in console.out + console.err and "Fused" not in console.out + console.err
     # the loggers are as they were
     assert torch_logger.handlers == logging.getLogger("torch.onnx._internal.exporter").handlers
     assert logging.getLogger("onnx_ir").propagate
