@@ -36,8 +36,8 @@ def onnx_session(path: Path, threads: int):
     # instead of 1,273-1,276, at the same speed within noise (two runs each).
     options.enable_cpu_mem_arena = False
     # Idle threads sleep instead of spinning: the encoder's and the head's sessions run one after the
-    # other, and each one's spinning threads took the cores from the next (one task 19 ms instead of
-    # 25 on 2 cores; batches as fast; benchmarks/engines.py).
+    # other, and each one's spinning threads took the cores from the next (one task 18-22 ms instead
+    # of 24-31 on 2 cores in paired one-off timings, batches as fast; README, "Engine benchmark").
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # The exporter records a fixed character length in the head's output-shape metadata when it
     # holds an LSTM; ORT would warn on every call although the outputs are right (tests compare).
