@@ -18,18 +18,23 @@ from pathlib import Path
 import torch
 
 from process_memory import rss_mb
+from raner_backend.engine.loader import BaseRuntime, ensure_head_onnx
+from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.model.registry import Registry
-from raner_backend.service import Backend, default_model_folder
+from raner_backend.service import Backend, default_model_folder, install_default_model
 from raner_backend.settings import Settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "projects.json"
 TEXT = "华为在深圳发布了新款手机，余承东表示销量超过预期。"
 
 
-def add_project_versions(model_dir: Path, projects: int) -> list[int]:
+def add_project_versions(model_dir: Path, projects: int, runtime: BaseRuntime) -> list[int]:
+    """Each project's version written as a deployment writes it: weights, and the head's ONNX
+    export (INT8 too when the default is served in INT8), all from this one process."""
     registry = Registry(model_dir)
     default = registry.current()
+    int8 = default.manifest.get("engine", {}).get("engine") == "onnx-int8"
     base = HeadBundle.load(default_model_folder())
     torch.manual_seed(0)
     for project in range(1, projects + 1):
@@ -39,6 +44,7 @@ def add_project_versions(model_dir: Path, projects: int) -> list[int]:
                 p.add_(torch.randn_like(p) * 1e-3)
         staging = registry.new_staging()
         bundle.save(staging)
+        ensure_head_onnx(runtime, bundle, staging, int8=int8)
         registry.commit(staging, {"engine": default.manifest.get("engine", {}), "project": project,
                                   "parent": default.name})
     return list(range(1, projects + 1))
@@ -80,14 +86,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "models"
-        from raner_backend.engine.loader import BaseRuntime
-        from raner_backend.model.base import resolve_base
-        from raner_backend.service import install_default_model
-
         settings = Settings.from_env(model_dir=model_dir)
-        install_default_model(settings, BaseRuntime(resolve_base(settings.base_model, settings.cache_dir),
-                                                    settings.cache_dir))
-        add_project_versions(model_dir, args.projects)
+        runtime = BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir)
+        install_default_model(settings, runtime)
+        add_project_versions(model_dir, args.projects, runtime)
         report = measure(args.projects, args.max_loaded or args.projects + 1, model_dir)
     report["command"] = "benchmarks/projects.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     print(json.dumps(report, indent=1))

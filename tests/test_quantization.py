@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from raner_backend.engine.evaluation import choose_engine
 from raner_backend.engine.export import fed_by_gelu, quantize_int8
-from raner_backend.engine.loader import HEAD_INT8, BaseRuntime, build_predictor
+from raner_backend.engine.loader import HEAD_INT8, BaseRuntime, build_predictor, ensure_head_onnx
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 
@@ -76,3 +76,18 @@ def test_the_default_engine_answers_one_task_fastest_within_the_f1_allowance():
     assert choose_engine(results)["engine"] == "onnx-int8"
     results["onnx-int8"] = _engine(0.916, 25.0, 80)  # 0.4 points lower: not eligible
     assert choose_engine(results)["engine"] == "torch"
+
+
+def test_every_head_export_in_a_process_keeps_the_character_length_free(tiny_model, tmp_path):
+    """A running service exports a head at every deployment; the exporter once fixed the length of
+    every export after the first when the head held an LSTM."""
+    root, base = tiny_model
+    runtime = BaseRuntime(resolve_base(str(base), root / "cache"), root / "cache")
+    trained = HeadBundle.load(root / "model")
+    cfg = trained.head.cfg
+    bundle = HeadBundle.new(trained.scheme, trained.vocab, cfg.encoder_hidden, trained.base, layers=cfg.layers,
+                            width=32, char_dim=16, lstm_hidden=8)
+    for deployment in range(2):
+        path = ensure_head_onnx(runtime, bundle, tmp_path / str(deployment), int8=True)
+        lengths = {i.name: i.type.tensor_type.shape.dim[1] for i in onnx.load(str(path)).graph.input}
+        assert all(d.dim_param for d in lengths.values()), lengths

@@ -44,12 +44,22 @@ def _atomic_write(target: Path, write) -> Path:
 
 def _export(module: torch.nn.Module, args: tuple, names: list[str], output: str, dynamic: dict, path: Path) -> None:
     module.eval()
+    _forget_rnn_dispatch()
     # The exporter's warnings, optimizer logging and progress lines go to the details log.
     with details(f"ONNX export of {type(module).__name__} to {path}"):
         program = torch.onnx.export(module, args, input_names=names, output_names=[output],
                                     dynamic_shapes=dynamic, dynamo=True, optimize=True, verbose=False)
         # One file, no external data: the encoder is under 2 GB.
         program.save(str(path), external_data=False)
+
+
+def _forget_rnn_dispatch() -> None:
+    """The exporter swaps in a loop-based LSTM/GRU decomposition that keeps the sequence length
+    free, by assigning the operator's kernel table directly; the operator's dispatch cache does not
+    see that, so after a first export it kept serving the length-specialising decomposition and
+    every later export in the process fixed the character length to the sample's."""
+    for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input):
+        op._dispatch_cache.clear()
 
 
 def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
@@ -111,8 +121,23 @@ def export_head(head: Head, states: EncoderStates, tokenizer, vocab, path: Path)
     dynamic = {"token_states": {0: batch, 1: tokens}, "token_mask": {0: batch, 1: tokens}}
     dynamic.update({k: {0: batch, 1: chars} for k in CHAR_INPUTS})
     args = (token_states.clone(), mask, *(f[k] for k in CHAR_INPUTS))
+
+    def write(tmp: Path) -> None:
+        _export(head, args, HEAD_INPUTS, "emissions", dynamic, tmp)
+        _refuse_fixed_lengths(tmp)
+
     with step("export ONNX: model head"):
-        return _atomic_write(path, lambda tmp: _export(head, args, HEAD_INPUTS, "emissions", dynamic, tmp))
+        return _atomic_write(path, write)
+
+
+def _refuse_fixed_lengths(path: Path) -> None:
+    """A head whose exporter fixed a length would refuse every other text at serving time."""
+    import onnx
+
+    fixed = [i.name for i in onnx.load(str(path)).graph.input if i.type.tensor_type.shape.dim[1].dim_value]
+    if fixed:
+        raise RuntimeError(f"the ONNX exporter fixed the length of {', '.join(fixed)}; the head would only "
+                           "read texts of the export sample's length")
 
 
 # Matrix products whose input comes out of a GELU stay in fp32 (part by part on 1,500 msra_test
