@@ -302,11 +302,7 @@ def test_faults_wrong_api_key_and_kill_9_during_training(source_model_dir: Path,
     api = label_studio.api()
     pid = api.create_project("raner faults")
     tasks = api.import_tasks(pid, TEXTS)
-    for task, (text, entities) in zip(tasks[:N_ANNOTATED], SENTENCES):
-        api.submit_annotation(task["id"], [
-            {"id": region_id(), "from_name": "label", "to_name": "text", "type": "labels", "origin": "manual",
-             "value": {"start": s, "end": e, "text": text[s:e], "labels": [label]}}
-            for s, e, label in gold_spans(text, entities)])
+    _annotate_gold(api, tasks)
     record: dict = {}
 
     wrong_key = "wrong-key-" + region_id()
@@ -349,6 +345,15 @@ def test_faults_wrong_api_key_and_kill_9_during_training(source_model_dir: Path,
     finally:
         backend.stop()
     write_results({"faults": record})
+
+
+def _annotate_gold(api, tasks: list[dict]) -> None:
+    """The first ``N_ANNOTATED`` tasks (``TEXTS``) annotated with their gold spans."""
+    for task, (text, entities) in zip(tasks[:N_ANNOTATED], SENTENCES):
+        api.submit_annotation(task["id"], [
+            {"id": region_id(), "from_name": "label", "to_name": "text", "type": "labels", "origin": "manual",
+             "value": {"start": s, "end": e, "text": text[s:e], "labels": [label]}}
+            for s, e, label in gold_spans(text, entities)])
 
 
 def _wait_first_epoch(backend: BackendServer, pid: int, timeout: float = 180) -> dict:
@@ -404,7 +409,7 @@ def _two_projects(api, backend, first, second, record):
     (first_pid, first_tasks), (second_pid, second_tasks, examples) = first, second
     v0 = backend.model_version(first_pid)
     assert backend.model_version(second_pid) == v0, "an untrained project is served by the default model"
-    api.connect_backend(first_pid, backend.url)
+    first_ml = api.connect_backend(first_pid, backend.url)
     second_ml = api.connect_backend(second_pid, backend.url)
     for pid in (first_pid, second_pid):  # the backend ranks a project when it connects
         _wait_project_version(api, pid, v0)
@@ -463,6 +468,21 @@ def _two_projects(api, backend, first, second, record):
         for task in ordered:
             assert abs(task["predictions_score"] - predictions[task["id"]]["score"]) < 1e-3, task
     record["seconds"] = timings
+
+    # -- a second deployment in the same backend process: project 1 trains too -------------------
+    # Each deployment exports its head to ONNX; the exporter once fixed every later export in a
+    # process to its sample's length, and that version then refused texts of any other length.
+    _annotate_gold(api, first_tasks)
+    started = time.monotonic()
+    api.train(first_ml)
+    v2, _ = _wait_new_version(backend, first_pid, v0, started)
+    record["second_deployment_s"] = round(time.monotonic() - started, 1)
+    _wait_training_idle(backend, first_pid)
+    assert backend.model_version(second_pid) == v1
+    _wait_project_version(api, first_pid, v2)  # its ranking stored; /predict of many tasks waits for that
+    answer = backend.predict(first_tasks, first_pid)
+    assert [item["model_version"] for item in answer] == [v2] * len(first_tasks)
+    assert len({len(t["data"]["text"]) for t in first_tasks}) > 1
 
 
 def _wait_project_version(api, pid: int, version: str, timeout: float = 180) -> None:
