@@ -106,6 +106,19 @@ def test_marginals_sum_to_one_and_forbidden_start_has_none(seed):
     assert marginals[0, 2::2].max() < 1e-6  # no I- tag at the first position
 
 
+@pytest.mark.parametrize("spread", [400.0, 5000.0])
+def test_marginals_stay_exact_where_scores_differ_beyond_floating_point_range(spread):
+    """Scores this far apart underflow in probability space; the log-space fallback answers."""
+    crf = random_crf(DEFAULT_SCHEME, 3)
+    emissions = np.random.default_rng(3).normal(0, spread, (30, DEFAULT_SCHEME.num_tags)).astype(np.float32)
+    params = crf.params()
+    marginals, log_z = params.forward_backward(emissions)
+    path, best = params.viterbi(emissions)
+    assert np.all(np.isfinite(marginals)) and np.isfinite(log_z)
+    np.testing.assert_allclose(marginals.sum(axis=1), 1.0, atol=1e-5)
+    assert marginals.argmax(axis=1).tolist() == path.tolist() and best <= log_z + 1e-3
+
+
 def test_best_path_probability_is_at_most_one():
     crf = random_crf(DEFAULT_SCHEME, 7)
     emissions = np.random.default_rng(7).normal(0, 3, (12, DEFAULT_SCHEME.num_tags)).astype(np.float32)

@@ -174,10 +174,11 @@ def stitch_owner(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class Predictor:
-    """One loaded model version: immutable after construction, safe to share across threads."""
+    """One loaded model version: immutable after construction, safe to share across threads.
+    ``batch_tokens``: padded tokens per batch (0: what the back-end runs fastest with)."""
 
     def __init__(self, version: str, tokenizer, backend: EmissionBackend, scheme: TagScheme, vocab: CharVocab,
-                 crf: CrfParams, hidden: int, cache_size: int = 4096, batch_tokens: int = 4096, window_chars: int = 256,
+                 crf: CrfParams, hidden: int, cache_size: int = 4096, batch_tokens: int = 0, window_chars: int = 256,
                  window_overlap: int = 64, max_tokens: int = MAX_TOKENS, young_types: Sequence[str] = ()):
         self.version = version
         self.tokenizer = tokenizer
@@ -187,7 +188,7 @@ class Predictor:
         self.crf = crf
         self.hidden = hidden
         self.cache = LruCache(cache_size)
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens or backend.batch_tokens
         self.window_chars = window_chars
         self.window_overlap = window_overlap
         self.max_tokens = max_tokens

@@ -103,6 +103,37 @@ class CrfParams:
         if length == 0:
             return np.zeros((0, n), dtype=np.float32), 0.0
         emissions = emissions.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            scaled = self._scaled_forward_backward(emissions)
+        return scaled if scaled is not None else self._log_forward_backward(emissions)
+
+    def _scaled_forward_backward(self, emissions: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """In probability space, each step rescaled to sum to 1: half the time of log space (one task
+        waits for it), or None where a row's scores differ by so much that every allowed tag of a step
+        underflows."""
+        length = emissions.shape[0]
+        shift = emissions.max(axis=1, keepdims=True)
+        scaled = np.exp(emissions - shift)
+        trans = np.exp(self.transitions.astype(np.float64))  # a forbidden move's exp(-1e4) is 0
+        end = np.exp(self.end.astype(np.float64))
+        alpha, beta, norm = np.empty_like(scaled), np.empty_like(scaled), np.empty(length)
+        step = np.exp(self.start.astype(np.float64)) * scaled[0]
+        for t in range(length):
+            if t:
+                step = (alpha[t - 1] @ trans) * scaled[t]
+            norm[t] = step.sum()
+            alpha[t] = step / norm[t]
+        beta[-1] = end
+        for t in range(length - 2, -1, -1):
+            beta[t] = trans @ (scaled[t + 1] * beta[t + 1]) / norm[t + 1]
+        last = float(alpha[-1] @ end)
+        marginals = alpha * beta / last
+        if not (np.all(norm > 0) and last > 0 and np.all(np.isfinite(marginals))):
+            return None
+        return marginals.astype(np.float32), float(np.log(norm).sum() + shift.sum() + np.log(last))
+
+    def _log_forward_backward(self, emissions: np.ndarray) -> tuple[np.ndarray, float]:
+        length, n = emissions.shape
         trans = self.transitions.astype(np.float64)
         alpha = np.zeros((length, n))
         beta = np.zeros((length, n))
