@@ -59,7 +59,10 @@ def _forget_rnn_dispatch() -> None:
     see that, so after a first export it kept serving the length-specialising decomposition and
     every later export in the process fixed the character length to the sample's."""
     for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input):
-        op._dispatch_cache.clear()
+        # A private table (torch 2.13); where a later torch lacks it, _refuse_fixed_lengths still guards.
+        cache = getattr(op, "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
 
 
 def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
