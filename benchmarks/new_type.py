@@ -39,8 +39,8 @@ from raner_backend.model.bundle import HeadBundle  # noqa: E402
 from raner_backend.model.data import msra_path, read_examples, read_tagged  # noqa: E402
 from raner_backend.service import default_model_folder  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
-from raner_backend.training.fine_tune import (MAX_NEW_SHARE, NEW_TYPE_OUT_LR, fine_tune, items_for,  # noqa: E402
-                                              project_config, scores_of)
+from raner_backend.training.fine_tune import (MAX_NEW_SHARE, NEW_TYPE_OUT_LR, TRAINING_STATES,  # noqa: E402
+                                              fine_tune, items_for, project_config, scores_of)
 from raner_backend.training.trainer import item_emissions, predict_spans  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,9 +104,12 @@ def run(args) -> dict:
     settings = Settings.from_env()
     runtime = BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir).load()
     served = HeadBundle.load(default_model_folder())
-    # A project trains on the states of the engine that serves it (the manifest's choice).
+    # Scored on the states of the engine that serves the project (the manifest's choice).
     engine = args.engine or json.loads((default_model_folder() / "manifest.json").read_text())["engine"]["engine"]
     tokenizer, states = runtime.tokenizer, runtime.states_module(served.head.cfg.base_layers, served.vocab, engine)
+    train_engine = args.train_engine or TRAINING_STATES  # as the service trains
+    train_states = (states if train_engine == engine else
+                    runtime.states_module(served.head.cfg.base_layers, served.vocab, train_engine))
     pool, test = split(list(read_examples(DATA)), args.pool)
     replay_pool = [e for _, e in zip(range(20000), read_tagged(msra_path("msra_train.txt")))]
     msra_test = [e for e in read_tagged(msra_path("msra_test.txt")) if e.text][: args.msra_sentences]
@@ -119,7 +122,8 @@ def run(args) -> dict:
              reference["msra_test"]["overall"]["f1"], reference["uncertainty_auc"])
     cfg = dataclasses.replace(project_config(settings.train_epochs, settings.train_max_steps),
                               **json.loads(args.config))
-    args.config_text = (f"the service's fine-tuning (Backend.train_project) on {engine} encoder states "
+    args.config_text = (f"the service's fine-tuning (Backend.train_project) on {train_engine} encoder states, "
+                        f"scored on {engine} states, "
                         f"with {args.config}: {cfg}; "
                         f"output layers {NEW_TYPE_OUT_LR} while a type is new, 20 % held out, "
                         f"{1 - args.project_share:.0%} MSRA replay")
@@ -134,7 +138,7 @@ def run(args) -> dict:
                                                 and seed not in args.naive_seeds):
                 continue
             started = time.time()
-            result = fine_tune(served, tokenizer, states, annotated, replay_pool, [],
+            result = fine_tune(served, tokenizer, train_states, annotated, replay_pool, [],
                                dataclasses.replace(cfg, seed=seed), project_types=OLD + (NEW,),
                                partial=method == "partial", project_share=args.project_share)
             on_test = scores_of(result.bundle, test_items, OLD + (NEW,))
@@ -147,7 +151,7 @@ def run(args) -> dict:
                       "new_type": on_test["per_type"].get(NEW, {}), "test_f1": on_test["overall"]["f1"],
                       "new_type_errors": new_type_errors(result.bundle, test_items, [e.text for e in test]),
                       "new_type_f1_on_its_training": round(scores_of(result.bundle, items_for(
-                          tokenizer, states, result.bundle, annotated), (NEW,))["overall"]["f1"], 4),
+                          tokenizer, train_states, result.bundle, annotated), (NEW,))["overall"]["f1"], 4),
                       "msra_old_f1": on_msra["overall"]["f1"],
                       "msra_old_drop_points": round(100 * (reference["msra_test"]["overall"]["f1"]
                                                            - on_msra["overall"]["f1"]), 2),
@@ -234,6 +238,7 @@ if __name__ == "__main__":
                         help="run the naive way only for these seeds (default: every seed)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
     parser.add_argument("--engine", help="encoder states to train and score on (default: the default model's engine)")
+    parser.add_argument("--train-engine", help="encoder states to train on (default: the service's, fp32)")
     parser.add_argument("--pool", type=int, default=300, help="sentences in the annotation pool (the rest: test)")
     parser.add_argument("--msra-sentences", type=int, default=2000, help="msra_test sentences for the old types")
     parser.add_argument("--name", default="new_type", help="results file name under benchmarks/results/")

@@ -393,7 +393,7 @@ class Backend:
     def train_project(self, project_id: int, report) -> dict:
         """One training job: pull annotations from Label Studio, fine-tune, guard, deploy."""
         from .training.annotations import examples_from_export
-        from .training.fine_tune import fine_tune, project_config
+        from .training.fine_tune import TRAINING_STATES, fine_tune, project_config
         from .training.ls_client import LabelStudioClient
 
         client = LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
@@ -406,9 +406,7 @@ class Backend:
         current = self.registry.get(self.models.version(project_id))
         served = HeadBundle.load(current.path)
         tokenizer = self.runtime.load().tokenizer
-        # Trained on the states of the engine that serves it (INT8 states for an INT8 model).
-        states = self.runtime.states_module(served.head.cfg.base_layers, served.vocab,
-                                            engine_for(current, self.settings))
+        states = self.runtime.states_module(served.head.cfg.base_layers, served.vocab, TRAINING_STATES)
         cfg = project_config(self.settings.train_epochs, self.settings.train_max_steps)
         report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
         result = fine_tune(served, tokenizer, states, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
