@@ -237,7 +237,7 @@ if __name__ == "__main__":
     parser.add_argument("--naive-seeds", type=int, nargs="*", default=[],
                         help="run the naive way only for these seeds (default: every seed)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
-    parser.add_argument("--engine", help="encoder states to train and score on (default: the default model's engine)")
+    parser.add_argument("--engine", help="encoder states to score on (default: the default model's engine)")
     parser.add_argument("--train-engine", help="encoder states to train on (default: the service's, fp32)")
     parser.add_argument("--pool", type=int, default=300, help="sentences in the annotation pool (the rest: test)")
     parser.add_argument("--msra-sentences", type=int, default=2000, help="msra_test sentences for the old types")

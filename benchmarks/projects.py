@@ -22,7 +22,7 @@ from raner_backend.engine.loader import BaseRuntime, ensure_head_onnx
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.model.registry import Registry
-from raner_backend.service import Backend, default_model_folder, install_default_model
+from raner_backend.service import Backend, default_model_folder, engine_for, install_default_model
 from raner_backend.settings import Settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "projects.json"
@@ -34,7 +34,7 @@ def add_project_versions(model_dir: Path, projects: int, runtime: BaseRuntime) -
     export (INT8 too when the default is served in INT8), all from this one process."""
     registry = Registry(model_dir)
     default = registry.current()
-    int8 = default.manifest.get("engine", {}).get("engine") == "onnx-int8"
+    int8 = engine_for(default, Settings.from_env(model_dir=model_dir)) == "onnx-int8"
     base = HeadBundle.load(default_model_folder())
     torch.manual_seed(0)
     for project in range(1, projects + 1):

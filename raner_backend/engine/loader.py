@@ -99,7 +99,7 @@ class BaseRuntime:
 
     def states_module(self, layers: tuple[int, ...], vocab, engine: str, threads: int = 0) -> torch.nn.Module:
         """The encoder states of ``layers`` as ``engine`` computes them, in the torch interface training
-        reads: a model served on INT8 is trained on the INT8 encoder's states."""
+        and its evaluation read."""
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
         if engine == "torch":
