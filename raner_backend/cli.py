@@ -62,7 +62,8 @@ def cmd_distill(args, settings: Settings) -> int:
     out = Path(args.out)
     summary = distil_base_model(_runtime(settings), examples, out, Path(args.teacher), cfg,
                                 json.loads(args.head_config or "{}"), args.states, args.dev_size, args.augment,
-                                args.name_lists, args.swap_names, Path(args.init) if args.init else None)
+                                args.name_lists, args.swap_names, Path(args.init) if args.init else None,
+                                args.teacher_engine)
     summary["command"] = "raner-backend " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary["data"] = {"file": data.name, "sentences": len(examples)}
     write_json(out / "training.json", summary)
@@ -324,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="JSON overrides of the teacher's first head's shape for the student")
     distill.add_argument("--states", default="onnx-int8", choices=("onnx-int8", "onnx-fp32", "torch"),
                          help="the engine whose encoder states the student learns from (the one it will serve with)")
+    distill.add_argument("--teacher-engine", default="onnx-int8", choices=("onnx-int8", "onnx-fp32", "torch"),
+                         help="the engine whose emissions of the teacher the student learns (as the teacher is served)")
     distill.add_argument("--distill", type=float, default=1.0, help="weight of matching the teacher's emissions")
     distill.add_argument("--init", default="", help="continue from the student in this folder (--head-config is then ignored)")
     distill.set_defaults(func=cmd_distill)

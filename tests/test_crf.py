@@ -234,3 +234,26 @@ def test_adam_training_lowers_nll_and_keeps_penalties_fixed():
     after = crf.nll(emissions, tags_t, mask_t).item()
     assert after < 0.5 * before
     assert torch.equal(crf.transition_penalty, CRF(scheme).transition_penalty)  # buffers not trained
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_padded_batch_decodes_as_its_rows_alone(seed):
+    """Rows of several lengths, one whose scores underflow in probability space (log-space fallback
+    for that row only): the same paths, scores, marginals and partition functions as one by one."""
+    params = random_crf(DEFAULT_SCHEME, seed).params()
+    rng = np.random.default_rng(seed)
+    lengths = np.array([1, 7, 30, 2, 30, 13])
+    rows = [rng.normal(0, 3, (n, DEFAULT_SCHEME.num_tags)).astype(np.float32) for n in lengths]
+    rows[4] = rng.normal(0, 5000, (30, DEFAULT_SCHEME.num_tags)).astype(np.float32)
+    padded = np.full((len(rows), lengths.max(), DEFAULT_SCHEME.num_tags), 99.0, dtype=np.float32)
+    for i, row in enumerate(rows):
+        padded[i, : len(row)] = row
+    paths, scores = params.viterbi_batch(padded, lengths)
+    marginals, log_z = params.forward_backward_batch(padded, lengths)
+    for i, row in enumerate(rows):
+        path, score = params.viterbi(row)
+        alone, alone_z = params.forward_backward(row)
+        assert paths[i, : len(row)].tolist() == path.tolist()
+        assert scores[i] == pytest.approx(score, rel=1e-6)
+        np.testing.assert_allclose(marginals[i, : len(row)], alone, atol=1e-6)
+        assert log_z[i] == pytest.approx(alone_z, rel=1e-9, abs=1e-6)

@@ -96,3 +96,59 @@ def test_distillation_matches_only_the_tags_the_teacher_knows():
     student[0, 0, 0] += 1.0
     assert distillation_loss(student, teacher, mask).item() == pytest.approx(1.0 / 4)
     assert distillation_loss(student, teacher, torch.zeros(1, 4, dtype=torch.bool)).item() == 0.0
+
+@pytest.fixture(scope="module")
+def layer_student(teacher_and_student, tmp_path_factory):
+    """A student that re-computes every layer of the (two-layer) tiny encoder from its embeddings."""
+    from raner_backend.cli import main
+
+    teacher, _, runtime = teacher_and_student
+    root = teacher.parent
+    data = write_tagged(tmp_path_factory.mktemp("layers") / "tiny.txt", tiny_examples() * 4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASE_MODEL", runtime.base.path)
+        mp.setenv("CACHE_DIR", str(root / "cache"))
+        assert main(["distill", "--data", str(data), "--dev-size", "2", "--batch-chars", "256", "--head-lr", "5e-3",
+                     "--top-lr", "1e-3", "--teacher", str(teacher), "--out", str(root / "layers"), "--epochs", "30",
+                     "--patience", "30", "--states", "torch",
+                     "--head-config", json.dumps({"layers": [0, 2], "top_layers": 2, "lstm_hidden": 0})]) == 0
+    return root / "layers"
+
+
+def test_a_student_of_the_lower_layers_starts_as_the_base_encoder(teacher_and_student):
+    from raner_backend.model.network import EncoderStates
+    from raner_backend.training.distill import student_of
+
+    teacher, _, runtime = teacher_and_student
+    student = student_of(HeadBundle.load(teacher), {"layers": [0, 2], "top_layers": 2, "lstm_hidden": 0},
+                         runtime.encoder).head.eval()
+    batch = runtime.tokenizer([e.text for e in tiny_examples()], padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.inference_mode():
+        embeddings = EncoderStates(runtime.encoder, (0,))(ids, mask)
+        recomputed = student.top(embeddings, mask)[:, :, -1]
+        layer_2 = EncoderStates(runtime.encoder, (2,))(ids, mask)[:, :, 0]
+    real = mask.bool()
+    assert torch.allclose(recomputed[real], layer_2[real], atol=1e-5)
+
+
+def test_a_student_of_the_lower_layers_serves_from_the_embeddings_alone(teacher_and_student, layer_student):
+    from .emissions import emission_gap
+
+    teacher, _, runtime = teacher_and_student
+    assert HeadBundle.load(layer_student).head.cfg.base_layers == (0,)
+    texts = [e.text for e in tiny_examples()]
+    torch_predictor = build_predictor(runtime, layer_student, "layers", "torch", cache_size=0)
+    for engine in ("onnx-fp32", "onnx-int8"):
+        # The encoder's export reads no attention mask: the embeddings do not need one.
+        onnx_predictor = build_predictor(runtime, layer_student, "layers", engine, cache_size=0)
+        assert "attention_mask" not in onnx_predictor.backend.encoder_inputs
+        gap, scale = emission_gap(torch_predictor, onnx_predictor, texts)
+        assert gap < (1e-3 if engine == "onnx-fp32" else 0.1) * scale
+    summary = json.loads((layer_student / "training.json").read_text())
+    assert summary["teacher_engine"] == "onnx-int8" and summary["best_dev_f1"] > 0
+    teacher_spans = {(k, e.start, e.end, e.label) for k, r in enumerate(
+        build_predictor(runtime, teacher, "t", "torch", cache_size=0).predict(texts)) for e in r.entities}
+    student_spans = {(k, e.start, e.end, e.label) for k, r in enumerate(torch_predictor.predict(texts))
+                     for e in r.entities}
+    assert len(teacher_spans & student_spans) >= 0.8 * len(teacher_spans)

@@ -259,3 +259,22 @@ def test_without_batching_a_home_computes_one_request_at_a_time_and_hands_back_o
         assert answers == {i: [i + 1] for i in range(5)} and predictor.threads == ["home"] * 5
         assert coalescer.batches == 5
     assert coalescer.predict(predictor, ["马云"]) == [2] and predictor.threads[-1] == threading.current_thread().name
+
+
+def test_texts_decoded_together_decode_as_each_alone():
+    import numpy as np
+
+    from raner_backend.engine.predictor import DECODE_ALONE, decode_emissions, decode_many
+    from raner_backend.model.crf import CRF
+    from raner_backend.model.tags import DEFAULT_SCHEME
+
+    params = CRF(DEFAULT_SCHEME).params()
+    rng = np.random.default_rng(5)
+    lengths = [0, 3, 45, DECODE_ALONE + 40, 1, 45, 200]
+    emissions = [rng.normal(0, 4, (n, DEFAULT_SCHEME.num_tags)).astype(np.float32) for n in lengths]
+    for together, e in zip(decode_many(params, emissions), emissions):
+        alone = decode_emissions(params, e)
+        assert together.path.tolist() == alone.path.tolist()
+        np.testing.assert_allclose(together.marginals, alone.marginals, atol=1e-6)
+        np.testing.assert_allclose(together.entropy, alone.entropy, atol=1e-5)
+        assert together.best_path_prob == pytest.approx(alone.best_path_prob, rel=1e-6, abs=1e-9)

@@ -40,10 +40,11 @@ class OnnxStates(torch.nn.Module):
     def __init__(self, session):
         super().__init__()
         self.session = session
+        self.inputs = {i.name for i in session.get_inputs()}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
+        return torch.from_numpy(self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0])
 
 
 @dataclass

@@ -95,13 +95,47 @@ class Decoded:
     best_path_prob: float
 
 
+def _decoded(path: np.ndarray, marginals: np.ndarray, path_score: float, log_z: float) -> Decoded:
+    p = np.clip(marginals, 1e-12, 1.0)
+    entropy = (-(p * np.log(p)).sum(axis=1) / np.log(marginals.shape[1])).astype(np.float32)
+    return Decoded(path, marginals, entropy, float(np.exp(min(0.0, path_score - log_z))))
+
+
 def decode_emissions(crf: CrfParams, emissions: np.ndarray) -> Decoded:
     """CRF Viterbi path, forward-backward marginals and what uncertainty needs, for one text."""
     path, path_score = crf.viterbi(emissions)
     marginals, log_z = crf.forward_backward(emissions)
-    p = np.clip(marginals, 1e-12, 1.0)
-    entropy = (-(p * np.log(p)).sum(axis=1) / np.log(emissions.shape[1])).astype(np.float32)
-    return Decoded(path, marginals, entropy, float(np.exp(min(0.0, path_score - log_z))))
+    return _decoded(path, marginals, path_score, log_z)
+
+
+# Texts of similar length are decoded together, each step of the CRF's loops taken for all of them
+# at once: in Python, one text at a time cost about as much as the network for short sentences.
+DECODE_ROWS = 128
+DECODE_ALONE = 512  # longer texts are decoded one by one: padding others to them would cost more
+
+
+def decode_many(crf: CrfParams, emissions: Sequence[np.ndarray]) -> list[Decoded]:
+    """``decode_emissions`` of each text, short texts in length-sorted batches (same paths and
+    marginals within floating-point rounding)."""
+    out: list[Decoded | None] = [None] * len(emissions)
+    short = []
+    for i, e in enumerate(emissions):
+        if len(e) > DECODE_ALONE or len(e) == 0:
+            out[i] = decode_emissions(crf, e)
+        else:
+            short.append(i)
+    short.sort(key=lambda i: len(emissions[i]))
+    for at in range(0, len(short), DECODE_ROWS):
+        group = short[at : at + DECODE_ROWS]
+        lengths = np.array([len(emissions[i]) for i in group])
+        padded = np.zeros((len(group), lengths.max(), emissions[group[0]].shape[1]), dtype=np.float32)
+        for row, i in enumerate(group):
+            padded[row, : lengths[row]] = emissions[i]
+        paths, scores = crf.viterbi_batch(padded, lengths)
+        marginals, log_z = crf.forward_backward_batch(padded, lengths)
+        for row, (i, n) in enumerate(zip(group, lengths)):
+            out[i] = _decoded(paths[row, :n], marginals[row, :n], float(scores[row]), float(log_z[row]))
+    return out
 
 
 def tag_mass(marginals: np.ndarray, tags: np.ndarray) -> float:
@@ -207,6 +241,19 @@ class Predictor:
             width //= 2  # text denser in tokens than characters (rare scripts, NFKC expansions)
         return [self._fit(index, s, e, enc) for (s, e), enc in zip(bounds, encoded)]
 
+    def _all_windows(self, texts: Sequence[str]) -> list[list[_Window]]:
+        """Each text's windows; texts that fit one window are tokenized together in one call."""
+        short = [k for k, t in enumerate(texts) if 0 < len(t) <= self.window_chars]
+        encoded = dict(zip(short, encode_texts(self.tokenizer, [texts[k] for k in short]))) if short else {}
+        out = []
+        for k, text in enumerate(texts):
+            enc = encoded.get(k)
+            if enc is not None and len(enc.input_ids) <= self.max_tokens:
+                out.append([_Window(k, 0, len(text), enc.input_ids, enc.char_token, enc.char_piece)])
+            else:
+                out.append(self._windows(k, text))
+        return out
+
     def _fit(self, index: int, start: int, end: int, enc) -> _Window:
         """A window within the encoder's positions; characters past them (only possible for
         pathological inputs) keep no token state rather than failing the request."""
@@ -255,11 +302,10 @@ class Predictor:
             emissions[lo:hi] = w.emissions[lo - w.start : hi - w.start]
         return emissions
 
-    def _decode(self, text: str, windows: list[_Window]) -> TextResult:
+    def _result(self, text: str, windows: list[_Window], decoded: Decoded) -> TextResult:
         if not text:
             return TextResult(0, [], np.zeros(0, np.float32), 1.0, np.zeros(self.hidden, np.float32),
                               np.zeros(0, np.int64))
-        decoded = decode_emissions(self.crf, self._stitched(text, windows))
         entities = []
         for span in self.scheme.decode(decoded.path):
             chosen = decoded.marginals[np.arange(span.start, span.end), decoded.path[span.start : span.end]]
@@ -267,7 +313,7 @@ class Predictor:
             if bounds is None or (entities and bounds[0] < entities[-1].end):
                 continue
             entities.append(Entity(bounds[0], bounds[1], span.label, text[bounds[0] : bounds[1]],
-                                   float(chosen.mean())))
+                                   float(chosen.sum()) / len(chosen)))
         total = sum(w.embedding_count for w in windows)
         embedding = sum(w.embedding_sum for w in windows) / max(total, 1)
         return TextResult(len(text), entities, decoded.entropy, decoded.best_path_prob, embedding.astype(np.float32),
@@ -276,7 +322,7 @@ class Predictor:
     def _forward(self, texts: Sequence[str], deadline: float | None = None) -> tuple[list[str], list[list[_Window]]]:
         """The texts as the model reads them, and each one's windows with their emissions."""
         readable = [model_text(t) for t in texts]
-        per_text = [self._windows(k, t) for k, t in enumerate(readable)]
+        per_text = self._all_windows(readable)
         self._run(readable, [w for ws in per_text for w in ws], deadline)
         return readable, per_text
 
@@ -296,9 +342,10 @@ class Predictor:
                 todo[text] = i
         if todo:
             order = list(todo)
-            _, per_text = self._forward(order, deadline)
-            for text, ws in zip(order, per_text):
-                result = self._decode(text, ws)
+            readable, per_text = self._forward(order, deadline)
+            decoded = decode_many(self.crf, [self._stitched(t, ws) for t, ws in zip(readable, per_text)])
+            for text, ws, d in zip(order, per_text, decoded):
+                result = self._result(text, ws, d)
                 self.cache.put(text, result)
                 todo[text] = result
             results = [r if r is not None else todo[t] for r, t in zip(results, texts)]

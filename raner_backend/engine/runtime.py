@@ -59,8 +59,10 @@ class OnnxBackend:
         self.encoder = encoder
         self.head_path = head_path
         self.head = onnx_session(head_path, threads)
-        # A head without top encoder layers never reads token_mask, and its graph has no such input.
+        # A head without top encoder layers never reads token_mask, and an encoder that stops at its
+        # embeddings (a head re-computes every layer) never reads attention_mask: their graphs lack them.
         self.head_inputs = {i.name for i in self.head.get_inputs()}
+        self.encoder_inputs = {i.name for i in encoder.get_inputs()}
 
     @property
     def layers_read(self) -> int:
@@ -68,7 +70,8 @@ class OnnxBackend:
         return next(i.shape[2] for i in self.head.get_inputs() if i.name == "token_states")
 
     def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self.encoder.run(None, {k: v for k, v in feeds.items() if k in self.encoder_inputs})[0]
 
     def emissions(self, token_states, token_mask, char_token, char_piece, char_ids, char_class) -> np.ndarray:
         feeds = {"token_states": token_states.astype(np.float32, copy=False), "token_mask": token_mask,

@@ -132,6 +132,61 @@ class CrfParams:
             return None
         return marginals.astype(np.float32), float(np.log(norm).sum() + shift.sum() + np.log(last))
 
+    def viterbi_batch(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``viterbi`` of every row of a padded batch [rows, steps, tags] whose rows hold ``lengths``
+        steps (at least one), in one pass over the steps: (paths [rows, steps], scores [rows]); a
+        row's path is valid up to its length. Past its length a row keeps its score and its tag."""
+        rows, steps, n = emissions.shape
+        score = self.start + emissions[:, 0]
+        back = np.empty((rows, steps, n), dtype=np.int64)
+        stay = np.arange(n)
+        for t in range(1, steps):
+            total = score[:, :, None] + self.transitions
+            live = (t < lengths)[:, None]
+            back[:, t] = np.where(live, total.argmax(axis=1), stay)
+            score = np.where(live, total.max(axis=1) + emissions[:, t], score)
+        score = score + self.end
+        path = np.empty((rows, steps), dtype=np.int64)
+        path[:, -1] = score.argmax(axis=1)
+        every = np.arange(rows)
+        for t in range(steps - 1, 0, -1):
+            path[:, t - 1] = back[every, t, path[:, t]]
+        return path, score.max(axis=1)
+
+    def forward_backward_batch(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``forward_backward`` of every row of a padded batch (see ``viterbi_batch``): (marginals
+        [rows, steps, tags], valid up to each row's length; log partition functions [rows]). Rows
+        whose steps underflow in probability space take the log-space way alone."""
+        rows, steps, n = emissions.shape
+        emissions = emissions.astype(np.float64)
+        live = np.arange(steps)[None, :] < lengths[:, None]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            shift = np.where(live, emissions.max(axis=2), 0.0)
+            scaled = np.exp(emissions - shift[:, :, None])
+            trans = np.exp(self.transitions.astype(np.float64))
+            end = np.exp(self.end.astype(np.float64))
+            alpha, beta, norm = np.empty_like(scaled), np.empty_like(scaled), np.empty((rows, steps))
+            step = np.exp(self.start.astype(np.float64)) * scaled[:, 0]
+            for t in range(steps):
+                if t:  # past its length a row carries its last alpha on, whose sum is 1
+                    step = np.where(live[:, t, None], (alpha[:, t - 1] @ trans) * scaled[:, t], alpha[:, t - 1])
+                norm[:, t] = step.sum(axis=1)
+                alpha[:, t] = step / norm[:, t, None]
+            beta[:, -1] = end
+            for t in range(steps - 2, -1, -1):
+                inward = (scaled[:, t + 1] * beta[:, t + 1]) @ trans.T / norm[:, t + 1, None]
+                beta[:, t] = np.where(live[:, t + 1, None], inward, end)
+            last = alpha[:, -1] @ end
+            marginals = alpha * beta / last[:, None, None]
+            log_z = np.log(norm).sum(axis=1) + shift.sum(axis=1) + np.log(last)
+            ok = (np.all((norm > 0) | ~live, axis=1) & (last > 0)
+                  & np.all(np.isfinite(marginals) | ~live[:, :, None], axis=(1, 2)))
+        marginals = marginals.astype(np.float32)
+        for row in np.flatnonzero(~ok):
+            length = lengths[row]
+            marginals[row, :length], log_z[row] = self._log_forward_backward(emissions[row, :length])
+        return marginals, log_z
+
     def _log_forward_backward(self, emissions: np.ndarray) -> tuple[np.ndarray, float]:
         length, n = emissions.shape
         trans = self.transitions.astype(np.float64)
