@@ -30,6 +30,7 @@ from .trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
+
 def student_of(teacher: HeadBundle, overrides: dict, encoder) -> HeadBundle:
     """A single head shaped as the teacher's first member with ``overrides``, starting from that
     member's weights wherever the shapes agree, and the teacher's CRF. Its own encoder layers start
