@@ -1,5 +1,6 @@
-"""Untrained students of several shapes, to time a shape before training it (speed does not depend
-on the weights; F1 of these is meaningless). Each re-computes encoder layers 1-K from the
+"""Students of several shapes before any training, to time a shape before training it (speed does
+not depend on the weights; F1 of these is meaningless). Built as ``raner-backend distill`` starts
+one (``training.distill.student_of``); each re-computes encoder layers 1-K from the
 embeddings with its own copy of them (started from the base encoder's), then a head without a
 BiLSTM; written as model folders that ``benchmarks/engines.py --model`` times:
 
@@ -13,14 +14,13 @@ for none).
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 from raner_backend.cli import _runtime
-from raner_backend.model.bundle import HeadBundle, single_heads
-from raner_backend.model.network import CharHead, HeadConfig
+from raner_backend.model.bundle import HeadBundle
 from raner_backend.service import default_model_folder
 from raner_backend.settings import Settings
+from raner_backend.training.distill import student_of
 
 
 def main() -> None:
@@ -30,16 +30,13 @@ def main() -> None:
     args = parser.parse_args()
     encoder = _runtime(Settings.from_env()).load().encoder
     teacher = HeadBundle.load(default_model_folder())
-    member = single_heads(teacher.head)[0]
     for shape in args.shapes:
         layers, width, dilations = shape.split(":")
-        cfg = HeadConfig.from_dict(dict(member.cfg.to_dict(), layers=[0, int(layers)], top_layers=int(layers),
-                                        lstm_hidden=0, width=int(width),
-                                        dilations=[int(d) for d in dilations.split(",") if d]))
-        head = CharHead(cfg)
-        head.top.copy_from_bert(encoder)
-        folder = Path(args.out) / f"k{layers}_w{width}_d{len(cfg.dilations)}"
-        HeadBundle(teacher.scheme, teacher.vocab, head.eval(), copy.deepcopy(teacher.crf), teacher.base).save(folder)
+        overrides = {"layers": [0, int(layers)], "top_layers": int(layers), "lstm_hidden": 0, "width": int(width),
+                     "dilations": [int(d) for d in dilations.split(",") if d]}
+        student = student_of(teacher, overrides, encoder)
+        folder = Path(args.out) / f"k{layers}_w{width}_d{len(overrides['dilations'])}"
+        student.save(folder)
         print(folder)
 
 
