@@ -19,7 +19,7 @@ from ..model.bundle import HeadBundle
 from ..model.network import EncoderStates
 from .export import export_encoder, export_head, quantize_int8
 from .predictor import MAX_TOKENS, Predictor
-from .runtime import OnnxBackend, TorchBackend, onnx_session
+from .runtime import OnnxBackend, TorchBackend, encoder_inputs, onnx_session, run_encoder
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,10 @@ class OnnxStates(torch.nn.Module):
     def __init__(self, session):
         super().__init__()
         self.session = session
-        self.inputs = {i.name for i in session.get_inputs()}
+        self.inputs = encoder_inputs(session)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0])
+        return torch.from_numpy(run_encoder(self.session, self.inputs, input_ids.numpy(), attention_mask.numpy()))
 
 
 @dataclass

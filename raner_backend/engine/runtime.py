@@ -46,6 +46,17 @@ def onnx_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def encoder_inputs(session) -> set[str]:
+    """The inputs an encoder export reads: one that stops at its embeddings (a head re-computes every
+    layer) never reads attention_mask, and its graph lacks it."""
+    return {i.name for i in session.get_inputs()}
+
+
+def run_encoder(session, inputs: set[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return session.run(None, {k: v for k, v in feeds.items() if k in inputs})[0]
+
+
 class OnnxBackend:
     """``encoder`` is the base encoder's session, shared by every loaded version."""
 
@@ -59,10 +70,9 @@ class OnnxBackend:
         self.encoder = encoder
         self.head_path = head_path
         self.head = onnx_session(head_path, threads)
-        # A head without top encoder layers never reads token_mask, and an encoder that stops at its
-        # embeddings (a head re-computes every layer) never reads attention_mask: their graphs lack them.
+        # A head without top encoder layers never reads token_mask: its graph lacks it.
         self.head_inputs = {i.name for i in self.head.get_inputs()}
-        self.encoder_inputs = {i.name for i in encoder.get_inputs()}
+        self.encoder_inputs = encoder_inputs(encoder)
 
     @property
     def layers_read(self) -> int:
@@ -70,8 +80,7 @@ class OnnxBackend:
         return next(i.shape[2] for i in self.head.get_inputs() if i.name == "token_states")
 
     def states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        return self.encoder.run(None, {k: v for k, v in feeds.items() if k in self.encoder_inputs})[0]
+        return run_encoder(self.encoder, self.encoder_inputs, input_ids, attention_mask)
 
     def emissions(self, token_states, token_mask, char_token, char_piece, char_ids, char_class) -> np.ndarray:
         feeds = {"token_states": token_states.astype(np.float32, copy=False), "token_mask": token_mask,
