@@ -44,7 +44,7 @@ def timed_run(predict, examples, modern) -> dict:
     """F1 on both sets, batched throughput and one-sentence latency of ``predict(texts) -> spans``."""
     import numpy as np
 
-    from raner_backend.training.metrics import bootstrap_f1, entity_scores
+    from raner_backend.model.metrics import bootstrap_f1, entity_scores
 
     texts = [e.text for e in examples]
     predict(texts[:64])  # warm-up: first-run allocations are not the engine's speed

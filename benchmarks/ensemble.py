@@ -37,7 +37,7 @@ def main() -> None:
     from raner_backend.model.bundle import HeadBundle
     from raner_backend.model.data import msra_path, read_examples
     from raner_backend.settings import Settings
-    from raner_backend.training.metrics import entity_scores
+    from raner_backend.model.metrics import entity_scores
 
     settings = Settings.from_env()
     runtime = BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir).load()

@@ -70,7 +70,7 @@ def main() -> None:
     from raner_backend.model.base import resolve_base
     from raner_backend.model.data import msra_path, read_tagged
     from raner_backend.settings import Settings
-    from raner_backend.training.metrics import entity_scores
+    from raner_backend.model.metrics import entity_scores
 
     settings = Settings.from_env()
     runtime = BaseRuntime(resolve_base(settings.base_model, settings.cache_dir), settings.cache_dir)

@@ -46,7 +46,7 @@ from raner_backend.model.bundle import HeadBundle  # noqa: E402
 from raner_backend.model.data import msra_path, read_examples, read_tagged  # noqa: E402
 from raner_backend.service import Backend  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
-from raner_backend.training.metrics import bootstrap_f1, entity_scores  # noqa: E402
+from raner_backend.model.metrics import bootstrap_f1, entity_scores  # noqa: E402
 from raner_backend.training.trainer import TrainConfig, split_dev  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "lexicon_stack.json"

@@ -90,7 +90,7 @@ def quantized(pre: Path, out: Path, products, parts, layers, options: dict) -> P
 
 def measure(predictor, texts: list[str], gold: list, latency_texts: list[str]) -> dict:
     from raner_backend.engine.evaluation import one_task_p50_ms
-    from raner_backend.training.metrics import entity_scores
+    from raner_backend.model.metrics import entity_scores
 
     predictor.predict(texts[:32])
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``raner-backend``: setup, serve, train, evaluate, predict, versions, rollback, rank."""
+"""``raner-backend``: setup, serve, train, distill, combine, evaluate, predict, versions, rollback, rank."""
 from __future__ import annotations
 
 import argparse

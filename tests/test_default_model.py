@@ -8,7 +8,7 @@ import pytest
 from raner_backend.engine.loader import build_predictor
 from raner_backend.service import Backend
 from raner_backend.settings import Settings
-from raner_backend.training.metrics import entity_scores
+from raner_backend.model.metrics import entity_scores
 from raner_backend.model.registry import Registry
 
 from .emissions import emission_gap

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from raner_backend.model.tags import Span
-from raner_backend.training.metrics import bootstrap_f1, entity_scores, share_worse
+from raner_backend.model.metrics import bootstrap_f1, entity_scores, share_worse
 
 GOLD = [[Span(0, 2, "PER"), Span(3, 5, "LOC")], [Span(0, 2, "ORG")], [], [Span(1, 3, "PER")]] * 25
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..model.data import Example
-from ..training.metrics import bootstrap_f1, entity_scores
+from ..model.metrics import bootstrap_f1, entity_scores
 from .loader import BaseRuntime, build_predictor
 
 MAX_F1_LOSS = 0.003  # 0.3 F1 points

@@ -18,6 +18,7 @@ import torch
 from ..console import details, step
 from ..model.chars import char_classes
 from ..model.alignment import encode_texts
+from ..model.batching import pad_ids
 from ..model.network import EncoderStates, Head
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def _forget_rnn_dispatch() -> None:
 
 
 def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
-    from ..training.features import pad_ids
-
     encoded = encode_texts(tokenizer, texts)
     ids, mask = pad_ids(encoded, tokenizer.pad_token_id)
     n_chars = max(len(t) for t in texts)

@@ -22,7 +22,7 @@ from ..model.alignment import NO_TOKEN, encode_texts
 from ..model.chars import CharVocab, char_classes
 from ..model.crf import CrfParams
 from ..model.tags import TagScheme
-from ..training.features import length_sorted_batches
+from ..model.batching import length_sorted_batches
 from .runtime import EmissionBackend
 
 MAX_TOKENS = 512

@@ -25,7 +25,7 @@ from ..model.bundle import HeadBundle, single_heads
 from ..model.data import Example
 from ..model.network import CharHead, HeadConfig
 from .base_model import Corpus
-from .metrics import entity_scores
+from ..model.metrics import entity_scores
 from .trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from ..model.bundle import HeadBundle
 from ..model.chars import char_classes
 from ..model.data import Example
 from ..model.tags import DEFAULT_SCHEME, TagScheme
-from .features import length_sorted_batches, pad_ids
-from .metrics import entity_scores, share_worse
+from ..model.batching import length_sorted_batches, pad_ids
+from ..model.metrics import entity_scores, share_worse
 from .trainer import Item, TrainConfig, evaluate_items, gold_and_predicted, item_emissions, train
 
 log = logging.getLogger(__name__)

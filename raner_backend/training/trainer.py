@@ -23,8 +23,8 @@ from ..model.chars import UNK
 from ..model.crf import CRF
 from ..model.network import CharHead, Head, top_layer_parameters
 from ..model.tags import Span, TagScheme
-from .features import length_sorted_batches
-from .metrics import entity_scores
+from ..model.batching import length_sorted_batches
+from ..model.metrics import entity_scores
 from .segmentation import NO_SEGMENT, SEGMENT_TAGS
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..model.tags import Span
+from .tags import Span
 
 
 def prf(tp: int, n_pred: int, n_gold: int) -> dict:
