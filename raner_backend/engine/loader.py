@@ -19,7 +19,7 @@ from ..model.bundle import HeadBundle
 from ..model.network import EncoderStates
 from .export import export_encoder, export_head, quantize_int8
 from .predictor import MAX_TOKENS, Predictor
-from .runtime import OnnxBackend, TorchBackend, encoder_inputs, onnx_session, run_encoder
+from .runtime import OnnxBackend, TorchBackend, input_names, onnx_session, run_encoder
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class OnnxStates(torch.nn.Module):
     def __init__(self, session):
         super().__init__()
         self.session = session
-        self.inputs = encoder_inputs(session)
+        self.inputs = input_names(session)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(run_encoder(self.session, self.inputs, input_ids.numpy(), attention_mask.numpy()))

@@ -46,13 +46,13 @@ def onnx_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def encoder_inputs(session) -> set[str]:
-    """The inputs an encoder export reads: one that stops at its embeddings (a head re-computes every
-    layer) never reads attention_mask, and its graph lacks it."""
+def input_names(session) -> set[str]:
     return {i.name for i in session.get_inputs()}
 
 
 def run_encoder(session, inputs: set[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    # An encoder export that stops at its embeddings (a head re-computes every layer) never reads
+    # attention_mask: its graph lacks it.
     feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
     return session.run(None, {k: v for k, v in feeds.items() if k in inputs})[0]
 
@@ -71,8 +71,8 @@ class OnnxBackend:
         self.head_path = head_path
         self.head = onnx_session(head_path, threads)
         # A head without top encoder layers never reads token_mask: its graph lacks it.
-        self.head_inputs = {i.name for i in self.head.get_inputs()}
-        self.encoder_inputs = encoder_inputs(encoder)
+        self.head_inputs = input_names(self.head)
+        self.encoder_inputs = input_names(encoder)
 
     @property
     def layers_read(self) -> int:
