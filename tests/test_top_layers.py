@@ -12,7 +12,7 @@ from safetensors import safe_open
 from raner_backend.engine.loader import BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import WEIGHTS, HeadBundle
-from raner_backend.model.network import CharHead, EncoderStates, HeadConfig
+from raner_backend.model.network import CharHead, EncoderLayer, EncoderStates, HeadConfig, attention_mask_for
 from raner_backend.training.base_model import with_top_layers
 
 from .emissions import emission_gap, window_emissions
@@ -72,7 +72,7 @@ def test_more_top_layers_keep_the_trained_ones_on_top(top_model):
     ids, mask = _tokens(runtime, TEXTS)
     with torch.inference_mode():
         states = EncoderStates(runtime.encoder, (0, 1, 2))(ids, mask)
-        first = grown.eval().top.layers[0](states[:, :, 0], src_key_padding_mask=mask == 0)
+        first = grown.eval().top.layers[0](states[:, :, 0], attention_mask_for(mask, states.dtype))
     real = mask.bool()
     assert torch.allclose(first[real], states[:, :, 1][real], atol=1e-5)
 
@@ -192,3 +192,30 @@ def test_encoder_states_equal_the_full_encoders_and_stop_at_the_highest_layer_re
             assert len(computed) == 2  # layer 2 runs for (1, 2) and (2,), never for (0, 1)
     finally:
         hook.remove()
+
+
+def test_a_layer_saved_under_torchs_transformer_layer_names_loads_unchanged():
+    """Models trained before EncoderLayer stored nn.TransformerEncoderLayer's weights."""
+    torch.manual_seed(0)
+    cfg = HeadConfig(num_tags=3, char_vocab_size=5, encoder_hidden=16, attention_heads=4, intermediate_size=32,
+                     layer_norm_eps=1e-12)
+    old = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, activation="gelu", layer_norm_eps=1e-12,
+                                           batch_first=True).eval()
+    ours = EncoderLayer(cfg).eval()
+    ours.load_state_dict(old.state_dict())
+    x, mask = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.inference_mode():
+        expected = old(x, src_key_padding_mask=mask == 0)
+        got = ours(x, attention_mask_for(mask, x.dtype))
+    assert torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-5)
+
+
+def test_the_exported_head_runs_its_top_layers_as_fused_attention(top_model):
+    import onnx
+
+    folder, runtime = top_model
+    build_predictor(runtime, folder, "int8", "onnx-int8", cache_size=0)
+    ops = {name: {n.op_type for n in onnx.load(str(folder / name)).graph.node}
+           for name in ("head.onnx", "head.int8.onnx")}
+    assert "Attention" in ops["head.onnx"] and "SkipLayerNormalization" in ops["head.onnx"]
+    assert "QAttention" in ops["head.int8.onnx"]

@@ -130,7 +130,7 @@ def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, aga
     quantized = folder / HEAD_INT8
     if again or not quantized.exists():
         # The character embedding is small: its lookups stay fp32.
-        quantize_int8(path, quantized, op_types=("MatMul",))
+        quantize_int8(path, quantized, op_types=("MatMul", "Attention"))
     return quantized
 
 

@@ -14,9 +14,11 @@ base encoder stays untouched.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .alignment import CHAR_CLASSES, PIECE_POSITIONS
@@ -82,27 +84,75 @@ class EncoderStates(nn.Module):
         return torch.stack([chosen[i] for i in self.layers], dim=2)
 
 
+def attention_mask_for(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """BERT's additive key mask ``[batch, 1, 1, tokens]`` for ``EncoderLayer``; written this way
+    because ONNX Runtime's attention fusion reads this form back as a key mask."""
+    return (1.0 - token_mask[:, None, None, :].to(dtype)) * -10000.0
+
+
+class EncoderLayer(nn.Module):
+    """A post-norm transformer layer in BERT's shape. Its attention is written as BERT's eager
+    attention (separate query, key and value products, an additive mask) because that is the
+    graph ONNX Runtime's transformer optimizer fuses into one Attention node per layer
+    (``export.fuse_transformer``); PyTorch runs the same products through SDPA."""
+
+    def __init__(self, cfg: HeadConfig, dropout: float = 0.1):
+        super().__init__()
+        width = cfg.encoder_hidden
+        self.heads = cfg.attention_heads
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.out_proj = nn.Linear(width, width)
+        self.norm1 = nn.LayerNorm(width, eps=cfg.layer_norm_eps)
+        self.linear1 = nn.Linear(width, cfg.intermediate_size)
+        self.linear2 = nn.Linear(cfg.intermediate_size, width)
+        self.norm2 = nn.LayerNorm(width, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.out_proj(self._attention(x, additive_mask))))
+        return self.norm2(x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
+
+    def _attention(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        batch, _, width = x.shape
+        q, k, v = (p(x).view(batch, -1, self.heads, width // self.heads).transpose(1, 2)
+                   for p in (self.query, self.key, self.value))
+        dropout = self.dropout.p if self.training else 0.0
+        if torch.onnx.is_in_onnx_export():
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.size(-1)) + additive_mask
+            context = torch.matmul(torch.softmax(scores, dim=-1), v)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask, dropout_p=dropout)
+        return context.transpose(1, 2).reshape(batch, -1, width)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Models saved before this layer existed hold nn.TransformerEncoderLayer's names.
+        packed = prefix + "self_attn.in_proj_"
+        for kind in ("weight", "bias"):
+            if packed + kind in state_dict:
+                for name, part in zip(("query", "key", "value"), state_dict.pop(packed + kind).chunk(3)):
+                    state_dict[f"{prefix}{name}.{kind}"] = part
+            if f"{prefix}self_attn.out_proj.{kind}" in state_dict:
+                state_dict[f"{prefix}out_proj.{kind}"] = state_dict.pop(f"{prefix}self_attn.out_proj.{kind}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class TopLayers(nn.Module):
-    """Post-norm transformer layers (BERT's shape) that re-compute the last of the chosen layers
-    from an earlier one: input index ``source`` of the stacked states. Their output replaces the
-    last layer when the states hold it (caches made before ``base_layers``), else is appended."""
+    """Transformer layers (BERT's shape) that re-compute the last of the chosen layers from an
+    earlier one: input index ``source`` of the stacked states. Their output replaces the last
+    layer when the states hold it (caches made before ``base_layers``), else is appended."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.source = cfg.layers.index(cfg.layers[-1] - cfg.top_layers)
         self.kept = len(cfg.layers) - 1
         self.last = cfg.layers[-1]
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(cfg.encoder_hidden, cfg.attention_heads, cfg.intermediate_size,
-                                       dropout=0.1, activation="gelu", layer_norm_eps=cfg.layer_norm_eps,
-                                       batch_first=True)
-            for _ in range(cfg.top_layers))
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.top_layers))
 
     def forward(self, states: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         x = states[:, :, self.source]
-        padding = token_mask == 0
+        additive_mask = attention_mask_for(token_mask, x.dtype)
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask=padding)
+            x = layer(x, additive_mask)
         return torch.cat([states[:, :, : self.kept], x.unsqueeze(2)], dim=2)
 
     def copy_from_bert(self, encoder: nn.Module) -> None:
@@ -111,10 +161,9 @@ class TopLayers(nn.Module):
         with torch.no_grad():
             for ours, theirs in zip(self.layers, bert_layers):
                 attention = theirs.attention
-                q, k, v = attention.self.query, attention.self.key, attention.self.value
-                ours.self_attn.in_proj_weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
-                ours.self_attn.in_proj_bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
-                for target, source in ((ours.self_attn.out_proj, attention.output.dense),
+                for target, source in ((ours.query, attention.self.query), (ours.key, attention.self.key),
+                                       (ours.value, attention.self.value),
+                                       (ours.out_proj, attention.output.dense),
                                        (ours.norm1, attention.output.LayerNorm),
                                        (ours.linear1, theirs.intermediate.dense),
                                        (ours.linear2, theirs.output.dense),
