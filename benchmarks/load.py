@@ -39,10 +39,7 @@ def second_version(model_dir: Path) -> str:
 
     registry = Registry(model_dir)
     current = registry.current()
-    staging = registry.new_staging()
-    for f in ("head.safetensors", "head_config.json", "head.onnx"):
-        if (current.path / f).exists():
-            shutil.copy(current.path / f, staging / f)
+    staging = registry.staged_copy(current.path, ("head.safetensors", "head_config.json", "head.onnx"))
     info = registry.commit(staging, dict(current.manifest, origin="load-test copy"), make_current=False)
     return info.name
 

@@ -17,7 +17,6 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -74,10 +73,7 @@ def install(model: Path, model_dir: Path) -> None:
     """``model`` as the current version of a fresh ``model_dir``."""
     registry = Registry(model_dir)
     registry.ensure()
-    staging = registry.new_staging()
-    for name in ("head.safetensors", "head_config.json"):
-        shutil.copy(model / name, staging / name)
-    registry.commit(staging, {"name": f"benchmark copy of {model}", "origin": "benchmarks/serving.py"})
+    registry.commit(registry.staged_copy(model), {"name": f"benchmark copy of {model}", "origin": "benchmarks/serving.py"})
 
 
 def measure(texts: list[str], batch: list[str], rounds: int) -> dict:

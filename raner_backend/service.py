@@ -90,9 +90,7 @@ def _install_embedded_default(registry: Registry, runtime: BaseRuntime) -> Versi
     source = default_model_folder()
     if not (source / "head.safetensors").exists():
         raise FileNotFoundError(f"the embedded default model is missing from {source}")
-    staging = registry.new_staging()
-    for name in ("head.safetensors", "head_config.json"):
-        shutil.copy(source / name, staging / name)
+    staging = registry.staged_copy(source)
     manifest = json.loads((source / "manifest.json").read_text())
     manifest["origin"] = EMBEDDED_ORIGIN
     ensure_head_onnx(runtime, HeadBundle.load(staging), staging)

@@ -55,8 +55,6 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture()
 def tiny_settings(tiny_model, tmp_path):
     """Settings for a backend that serves the tiny model from a fresh MODEL_DIR."""
-    import shutil
-
     from raner_backend.settings import Settings
     from raner_backend.model.registry import Registry
 
@@ -65,9 +63,7 @@ def tiny_settings(tiny_model, tmp_path):
                         label_studio_url="http://127.0.0.1:9", label_studio_api_key="secret-token-123",
                         train_debounce_s=0.2, train_threshold=3, rank_on_connect=False)
     registry = Registry(settings.model_dir)
-    staging = registry.new_staging()
-    for f in ("head.safetensors", "head_config.json", "head.onnx"):
-        shutil.copy(root / "model" / f, staging / f)
+    staging = registry.staged_copy(root / "model", ("head.safetensors", "head_config.json", "head.onnx"))
     registry.commit(staging, {"engine": {"engine": "onnx-fp32"}, "origin": "tiny test model"})
     return settings
 

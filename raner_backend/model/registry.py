@@ -88,6 +88,14 @@ class Registry:
         self.ensure()
         return Path(tempfile.mkdtemp(prefix="build-", dir=self.staging_dir))
 
+    def staged_copy(self, source: Path, names: tuple[str, ...] = ("head.safetensors", "head_config.json")) -> Path:
+        """A new staging folder holding copies of the files of ``names`` that ``source`` has."""
+        staging = self.new_staging()
+        for name in names:
+            if (source / name).exists():
+                shutil.copy(source / name, staging / name)
+        return staging
+
     def versions(self) -> list[VersionInfo]:
         if not self.versions_dir.exists():
             return []

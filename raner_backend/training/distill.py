@@ -23,9 +23,9 @@ from ..engine.loader import ENGINES, BaseRuntime, build_predictor
 from ..engine.predictor import Predictor
 from ..model.bundle import HeadBundle, single_heads
 from ..model.data import Example
+from ..model.metrics import entity_scores
 from ..model.network import CharHead, HeadConfig
 from .base_model import Corpus
-from ..model.metrics import entity_scores
 from .trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)

@@ -273,7 +273,12 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         head.load_state_dict(saved["head"]); crf.load_state_dict(saved["crf"])
         if segmenter is not None:
             segmenter.load_state_dict(saved["segmenter"])
-        optimizer.load_state_dict(saved["optimizer"]); schedule.load_state_dict(saved["schedule"])
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+        except ValueError as exc:  # the head's parameters were laid out otherwise when it was saved
+            raise ValueError(f"{checkpoint_dir / 'last.pt'} was saved by an earlier layout of the head's "
+                             f"parameters ({exc}); remove the checkpoint to start again") from exc
+        schedule.load_state_dict(saved["schedule"])
         state, best_weights = saved["state"], saved["best"]
         rng.setstate(saved["rng"])
         log.info("resumed from epoch %d step %d (best dev F1 %.4f)", state["epoch"], state["step"], state["best_f1"])
