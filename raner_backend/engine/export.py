@@ -43,6 +43,13 @@ def _atomic_write(target: Path, write) -> Path:
     return target
 
 
+def _trace(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str, axes: dict) -> None:
+    """TorchScript export: its graph of eager attention is the one ONNX Runtime's transformer
+    optimizer fuses (the dynamo exporter's is not)."""
+    torch.onnx.export(module.eval(), args, str(path), input_names=inputs, output_names=[output],
+                      dynamic_axes=axes, dynamo=False, opset_version=17)
+
+
 def sample_inputs(tokenizer, vocab, texts=SAMPLE_TEXTS):
     encoded = encode_texts(tokenizer, texts)
     ids, mask = pad_ids(encoded, tokenizer.pad_token_id)
@@ -64,8 +71,7 @@ def export_encoder(states: EncoderStates, tokenizer, vocab, path: Path, fuse: bo
 
     def write(tmp: Path) -> None:
         with details(f"ONNX export of the base encoder to {path}"), torch.no_grad():
-            torch.onnx.export(states.eval(), (ids, mask), str(tmp), input_names=ENCODER_INPUTS,
-                              output_names=["token_states"], dynamic_axes=axes, dynamo=False, opset_version=17)
+            _trace(states, (ids, mask), tmp, ENCODER_INPUTS, "token_states", axes)
             if fuse:
                 config = states.encoder.config
                 fuse_transformer(tmp, config.num_attention_heads, config.hidden_size)
@@ -109,8 +115,7 @@ def export_head(head: Head, states: EncoderStates, tokenizer, vocab, path: Path)
     def write(tmp: Path) -> None:
         # The exporter's warnings and the optimizer's logging go to the details log.
         with details(f"ONNX export of {type(head).__name__} to {path}"), torch.no_grad():
-            torch.onnx.export(head.eval(), args, str(tmp), input_names=HEAD_INPUTS, output_names=["emissions"],
-                              dynamic_axes=axes, dynamo=False, opset_version=17)
+            _trace(head, args, tmp, HEAD_INPUTS, "emissions", axes)
             if transformer_layers:
                 fuse_transformer(tmp, transformer_layers[0].heads, token_states.size(-1))
         _refuse_fixed_lengths(tmp)
