@@ -99,7 +99,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: HeadConfig, dropout: float = 0.1):
         super().__init__()
         width = cfg.encoder_hidden
-        self.heads = cfg.attention_heads
+        self.heads, self.head_size = cfg.attention_heads, width // cfg.attention_heads
         self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
         self.out_proj = nn.Linear(width, width)
         self.norm1 = nn.LayerNorm(width, eps=cfg.layer_norm_eps)
@@ -113,16 +113,16 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
 
     def _attention(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        batch, _, width = x.shape
-        q, k, v = (p(x).view(batch, -1, self.heads, width // self.heads).transpose(1, 2)
+        batch = x.size(0)
+        q, k, v = (p(x).view(batch, -1, self.heads, self.head_size).transpose(1, 2)
                    for p in (self.query, self.key, self.value))
-        dropout = self.dropout.p if self.training else 0.0
         if torch.onnx.is_in_onnx_export():
-            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.size(-1)) + additive_mask
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask
             context = torch.matmul(torch.softmax(scores, dim=-1), v)
         else:
+            dropout = self.dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask, dropout_p=dropout)
-        return context.transpose(1, 2).reshape(batch, -1, width)
+        return context.transpose(1, 2).reshape(batch, -1, self.heads * self.head_size)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Models saved before this layer existed hold nn.TransformerEncoderLayer's names.
