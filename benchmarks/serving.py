@@ -72,7 +72,6 @@ def seconds(call) -> float:
 def install(model: Path, model_dir: Path) -> None:
     """``model`` as the current version of a fresh ``model_dir``."""
     registry = Registry(model_dir)
-    registry.ensure()
     registry.commit(registry.staged_copy(model), {"name": f"benchmark copy of {model}", "origin": "benchmarks/serving.py"})
 
 
