@@ -3,8 +3,8 @@ the machine's drift (CPU steal here) falls on all alike; the figure is the media
 graph's time against the first's. The batches are those a predictor of ``--model`` hands its head
 for msra_test sentences.
 
-    .venv/bin/python benchmarks/head_graphs.py --model DIR --graph fused=DIR/head.int8.onnx \
-        --graph unfused=OTHER/head.int8.onnx --label student6
+    .venv/bin/python benchmarks/head_graphs.py --model DIR --graph fused=DIR/head.int8.v3.onnx \
+        --graph unfused=OTHER/head.int8.v3.onnx --label student6
     # writes benchmarks/results/head_graphs_<label>.json
 """
 from __future__ import annotations

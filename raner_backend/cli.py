@@ -137,7 +137,10 @@ def cmd_combine(args, settings: Settings) -> int:
     from .training.trainer import write_json
 
     bundles = [HeadBundle.load(Path(m)) for m in args.models]
-    bundle = HeadBundle.ensemble(bundles) if len(bundles) > 1 else bundles[0]
+    if len(bundles) == 1:
+        bundle = bundles[0]
+    else:
+        bundle = HeadBundle.average(bundles) if args.average else HeadBundle.ensemble(bundles)
     out = Path(args.out)
     bundle.save(out, compact=args.compact)
     write_json(out / "training.json", {"members": args.models,
@@ -336,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     combine.add_argument("models", nargs="+", help="model folders (a combined model joins as its heads)")
     combine.add_argument("--compact", action="store_true",
                          help="store weight matrices in int8 with per-row scales (half the size, for shipping)")
+    combine.add_argument("--average", action="store_true",
+                         help="average the models' weights instead (same head shape, one lineage): one head, no slower")
     combine.set_defaults(func=cmd_combine)
 
     setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")

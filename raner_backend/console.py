@@ -2,7 +2,7 @@
 exporters' chatter.
 
 - :func:`details` wraps a noisy call (ONNX export, quantization, checkpoint conversion). Python
-  warnings, records of the libraries' loggers (``torch.onnx``, ``onnx_ir``, ``onnxscript``,
+  warnings, records of the libraries' loggers (``torch.onnx``,
   ``transformers``, ...) and whatever the call prints go to the details log of the running
   :func:`reporting` (``raner-backend setup``: ``CACHE_DIR/logs/setup.log``), or, outside one (the
   server, tests), to the ``raner_backend.details`` logger at DEBUG level. ``setup --verbose`` lets
@@ -26,7 +26,7 @@ from typing import IO, Iterator
 log = logging.getLogger("raner_backend.details")
 
 # Loggers whose records are details: the exporters and the libraries they drive.
-DETAIL_LOGGERS = ("torch", "onnx", "onnx_ir", "onnxscript", "onnxruntime", "transformers", "huggingface_hub",
+DETAIL_LOGGERS = ("torch", "onnx", "onnxruntime", "transformers", "huggingface_hub",
                   "safetensors")
 LABEL_WIDTH = 44
 

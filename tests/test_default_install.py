@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from raner_backend import service
-from raner_backend.engine.loader import BaseRuntime
+from raner_backend.engine.loader import HEAD_INT8, BaseRuntime
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.service import EMBEDDED_ORIGIN, install_default_model
@@ -63,7 +63,7 @@ def test_an_upgrade_that_chose_another_engine_serves_the_same_version_with_it(pa
     again = install_default_model(settings, runtime)
     assert again.name == first.name and len(Registry(settings.model_dir).versions()) == 1
     assert again.manifest["engine"] == {"engine": "onnx-int8"} and again.manifest["origin"] == EMBEDDED_ORIGIN
-    assert (again.path / "head.int8.onnx").exists()  # prepared at start, not on the first request
+    assert (again.path / HEAD_INT8).exists()  # prepared at start, not on the first request
 
 
 def test_an_upgrade_serves_the_new_default_and_keeps_the_old_one(packaged, runtime, tiny_settings):

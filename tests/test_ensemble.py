@@ -127,3 +127,29 @@ def test_a_combined_model_joins_another_as_its_members_each_counted_once(combine
     assert torch.allclose(grown.crf.transitions, flat.crf.transitions, atol=1e-6)
     for a, b in zip(grown.head.state_dict().values(), flat.head.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_averaging_gives_one_head_with_the_members_mean_weights(tiny_model, tmp_path):
+    """``combine --average``: a weight average of one lineage stays one head, each weight the mean."""
+    root, _ = tiny_model
+    first = HeadBundle.load(root / "model")
+    nudged = copy.deepcopy(first)
+    with torch.no_grad():
+        for p in [*nudged.head.parameters(), *nudged.crf.parameters()]:
+            p.add_(0.5)
+    nudged.save(tmp_path / "nudged")
+    _cli_on_tiny_base(tiny_model, "combine", "--average", "--out", str(tmp_path / "soup"), str(root / "model"),
+                      str(tmp_path / "nudged"))
+    soup = HeadBundle.load(tmp_path / "soup")
+    assert not isinstance(soup.head, HeadEnsemble)
+    nudged = HeadBundle.load(tmp_path / "nudged")  # as stored (fp16), like the soup's inputs
+    for a, b, mean in zip(first.head.state_dict().values(), nudged.head.state_dict().values(),
+                          soup.head.state_dict().values()):
+        assert torch.allclose(mean, (a + b) / 2, atol=2e-3)
+    assert torch.allclose(soup.crf.transitions, (first.crf.transitions + nudged.crf.transitions) / 2)
+
+
+def test_averaging_refuses_heads_of_different_shapes(combined):
+    members, _, _ = combined
+    with pytest.raises(ValueError, match="head shape"):
+        HeadBundle.average([HeadBundle.load(m) for m in members])

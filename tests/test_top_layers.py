@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from raner_backend.engine.loader import BaseRuntime, build_predictor
+from raner_backend.engine.loader import HEAD_INT8, BaseRuntime, build_predictor
 from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import WEIGHTS, HeadBundle
 from raner_backend.model.network import CharHead, EncoderLayer, EncoderStates, HeadConfig, attention_mask_for
@@ -216,6 +216,6 @@ def test_the_exported_head_runs_its_top_layers_as_fused_attention(top_model):
     folder, runtime = top_model
     build_predictor(runtime, folder, "int8", "onnx-int8", cache_size=0)
     ops = {name: {n.op_type for n in onnx.load(str(folder / name)).graph.node}
-           for name in ("head.onnx", "head.int8.onnx")}
+           for name in ("head.onnx", HEAD_INT8)}
     assert "Attention" in ops["head.onnx"] and "SkipLayerNormalization" in ops["head.onnx"]
-    assert "QAttention" in ops["head.int8.onnx"]
+    assert "QAttention" in ops[HEAD_INT8]

@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("onnx-int8", "onnx-fp32", "torch")
 HEAD_ONNX = "head.onnx"
-HEAD_INT8 = "head.int8.onnx"
 # Part of the export's cache key: 2 = the encoder stops at the highest layer read (was all layers);
 # 3 = traced with eager attention and fused (export.fuse_transformer).
 ENCODER_EXPORT = 3
-# The INT8 file's name changes with how it is quantized, so an older quantization in a cache is not reused:
-# v2 keeps the products fed by a GELU in fp32 (export.FP32_AFTER).
-ENCODER_INT8 = "encoder.int8.v2.onnx"
+# The INT8 files' names change with how they are quantized, so an older quantization in a cache or a
+# version folder is not reused: v2 keeps the products fed by a GELU in fp32 (export.FP32_AFTER); v3 has
+# 7-bit weights (export.quantize_int8).
+ENCODER_INT8 = "encoder.int8.v3.onnx"
+HEAD_INT8 = "head.int8.v3.onnx"
 
 
 class OnnxStates(torch.nn.Module):

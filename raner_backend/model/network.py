@@ -72,16 +72,26 @@ class EncoderStates(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder.embeddings(input_ids=input_ids)
-        # The mask in the form the encoder's attention implementation expects (eager, sdpa, ...).
-        mask, _ = self.encoder._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                                       embedding_output=hidden, encoder_hidden_states=None,
-                                                       cache=None)
+        mask = encoder_attention_mask(self.encoder, hidden, attention_mask)
         chosen = {0: hidden} if 0 in self.layers else {}
         for index, layer in enumerate(self.encoder.encoder.layer[: max(self.layers)], start=1):
-            hidden = layer(hidden, mask)
+            out = layer(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out  # transformers 4.x returned a tuple
             if index in self.layers:
                 chosen[index] = hidden
         return torch.stack([chosen[i] for i in self.layers], dim=2)
+
+
+def encoder_attention_mask(encoder: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mask in the form the encoder's attention implementation expects (eager, SDPA), from
+    transformers' public mask builder (the model's own helper is private and changed its signature
+    within 5.x). Its eager form is also the graph ONNX Runtime's optimizer fuses into Attention
+    nodes; a hand-made additive mask left the exported encoder unfused."""
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:  # transformers before 4.53
+        return encoder.get_extended_attention_mask(attention_mask, attention_mask.shape)
+    return create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
 
 def attention_mask_for(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
