@@ -55,11 +55,8 @@ class HeadBundle:
     def ensemble(cls, members: list["HeadBundle"]) -> "HeadBundle":
         """One model from several trained on the same base, tags and characters: their heads'
         emissions averaged, and their CRF scores averaged to match."""
+        _require_alike(members, _basis, "ensemble members must share the base encoder, entity types and characters")
         first = members[0]
-        for m in members[1:]:
-            if (m.scheme.entity_types, m.vocab.chars, m.base) != (first.scheme.entity_types, first.vocab.chars,
-                                                                   first.base):
-                raise ValueError("ensemble members must share the base encoder, entity types and characters")
         heads_of = [single_heads(m.head) for m in members]
         # A combined member brings its own heads; its CRF already averages theirs, so it weighs
         # as many heads as it holds and every head ends up counting once.
@@ -75,12 +72,9 @@ class HeadBundle:
         weight average ("model soup") of models of one lineage, e.g. a student and its continuation.
         Unlike ``ensemble`` it costs no more to serve than one member; it only helps where the
         members were trained from a common start, so that their weights stay alike."""
-        first = members[0]
-        for m in members[1:]:
-            if (m.scheme.entity_types, m.vocab.chars, m.base, m.head.cfg.to_dict()) != (
-                    first.scheme.entity_types, first.vocab.chars, first.base, first.head.cfg.to_dict()):
-                raise ValueError("averaged models must share the base encoder, entity types, characters and head shape")
-        averaged = copy.deepcopy(first)
+        _require_alike(members, lambda m: (*_basis(m), m.head.cfg.to_dict()),
+                       "averaged models must share the base encoder, entity types, characters and head shape")
+        averaged = copy.deepcopy(members[0])
         for mine, theirs in ((averaged.head, [m.head for m in members]), (averaged.crf, [m.crf for m in members])):
             states = [t.state_dict() for t in theirs]
             mine.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v
@@ -132,6 +126,16 @@ class HeadBundle:
         crf.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("crf.")})
         head.eval(); crf.eval()
         return cls(scheme, CharVocab(config["chars"]), head, crf, config["base"], config.get("learned_from", {}))
+
+
+def _basis(bundle: HeadBundle) -> tuple:
+    """What models must share to be combined: tags, characters and base encoder."""
+    return bundle.scheme.entity_types, bundle.vocab.chars, bundle.base
+
+
+def _require_alike(members: Sequence[HeadBundle], key, message: str) -> None:
+    if any(key(m) != key(members[0]) for m in members[1:]):
+        raise ValueError(message)
 
 
 def single_heads(head: Head) -> list[CharHead]:
