@@ -51,6 +51,18 @@ def test_long_text_windows_keep_offsets_and_never_cut_or_double_entities(predict
     assert recall[24] >= recall[100] - 0.1, recall
 
 
+def test_long_text_is_cut_between_sentences_without_overlap(predictor):
+    sentences = [e.text.rstrip("。") + "。" for e in tiny_examples()[:6]] * 20
+    text = "".join(sentences)
+    ends = {sum(len(s) for s in sentences[: k + 1]) for k in range(len(sentences))}
+    predictor.window_chars = 4 * max(len(s) for s in sentences)
+    windows = predictor._windows(0, text)
+    assert len(windows) > 3
+    assert [w.start for w in windows[1:]] == [w.end for w in windows[:-1]]  # no overlap
+    assert all(w.end in ends for w in windows)
+    assert predictor.predict([text])[0].length == len(text)
+
+
 def test_windowing_changes_nothing_for_a_text_that_fits(predictor):
     text = tiny_examples()[0].text
     whole = _spans(predictor.predict([text])[0])

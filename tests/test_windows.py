@@ -1,11 +1,11 @@
-"""Long-text windows: window_bounds, stitch_owner, and the predictor's LRU cache."""
+"""Long-text windows: sentence_ends, window_bounds, stitch_owner, and the predictor's LRU cache."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raner_backend.engine.predictor import LruCache, stitch_owner, window_bounds
+from raner_backend.engine.predictor import LruCache, sentence_ends, stitch_owner, window_bounds
 
 
 @st.composite
@@ -14,6 +14,13 @@ def window_cases(draw):
     overlap = draw(st.integers(0, width - 1))
     length = draw(st.integers(0, 5 * width + 7))
     return length, width, overlap
+
+
+@st.composite
+def cases_with_sentence_ends(draw):
+    length, width, overlap = draw(window_cases())
+    breaks = sorted(draw(st.sets(st.integers(1, max(1, length)), max_size=12)))
+    return length, width, overlap, breaks
 
 
 @settings(max_examples=300, deadline=None)
@@ -29,6 +36,37 @@ def test_windows_cover_text_with_exact_overlap(case):
         assert e0 - s1 == overlap  # neighbours share exactly `overlap` characters
         assert s0 < s1 and e0 < e1  # strictly advancing
         assert e0 - s0 == width  # only the last window may be short
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases_with_sentence_ends())
+def test_windows_meet_at_a_sentence_end_or_overlap(case):
+    length, width, overlap, breaks = case
+    bounds = window_bounds(length, width, overlap, breaks)
+    assert bounds[0][0] == 0 and bounds[-1][1] == length
+    for start, end in bounds:
+        assert end - start <= width
+    for (s0, e0), (s1, e1) in zip(bounds, bounds[1:]):
+        assert s0 < s1 and e0 < e1
+        cut_at_sentence_end = s1 == e0 and e0 in breaks and e0 - s0 > width // 2
+        assert cut_at_sentence_end or (e0 - s1 == overlap and e0 - s0 == width)
+    owned = stitch_owner(bounds)
+    assert owned[0][0] == 0 and owned[-1][1] == length
+    for (_, hi), (lo, _) in zip(owned, owned[1:]):
+        assert hi == lo
+    for (lo, hi), (start, end) in zip(owned, bounds):
+        assert start <= lo <= hi <= end
+
+
+def test_windows_cut_at_the_last_sentence_end_in_their_second_half():
+    assert window_bounds(600, 256, 64, [100, 200, 300, 450, 590]) == [(0, 200), (200, 450), (450, 600)]
+    assert window_bounds(600, 256, 64, [10, 20]) == [(0, 256), (192, 448), (384, 600)]  # too early to cut
+
+
+def test_sentence_ends_take_closing_quotes_and_runs_of_marks():
+    text = "他说：“好的。”然后走了！！\n第二句？是的;嗯"
+    assert [text[:i][-3:] for i in sentence_ends(text)] == ["的。”", "！！\n", "二句？", "是的;"]
+    assert sentence_ends("没有句号") == []
 
 
 def test_short_text_is_one_window():

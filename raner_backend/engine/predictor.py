@@ -2,13 +2,15 @@
 batches through an emission back-end) → postprocess (stitch windows, CRF Viterbi and marginals,
 spans with scores), with an LRU cache of finished results.
 
-A text longer than the encoder's window is cut into overlapping character windows; each
-character takes its emissions from the window where it sits furthest from an edge, and one CRF
-pass runs over the whole stitched text, so an entity across a window edge is neither cut nor
-doubled, and offsets are those of the original string.
+A text longer than the encoder's window is cut into character windows: at a sentence end where
+one falls in the window's second half (no entity crosses one, and the model learned from whole
+sentences), else with an overlap; each character takes its emissions from the window where it sits
+furthest from an edge, and one CRF pass runs over the whole stitched text, so an entity across a
+window edge is neither cut nor doubled, and offsets are those of the original string.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 import time
@@ -27,6 +29,8 @@ from .runtime import EmissionBackend
 
 MAX_TOKENS = 512
 _SURROGATES = re.compile("[\ud800-\udfff]")
+# A sentence ends after these, with any closing quotes or brackets that follow.
+_SENTENCE_END = re.compile("[。！？!?；;…\n]+[」』”’\"')）】》]*")
 
 
 def model_text(text: str) -> str:
@@ -182,8 +186,15 @@ class LruCache:
         return len(self._data)
 
 
-def window_bounds(length: int, width: int, overlap: int) -> list[tuple[int, int]]:
-    """Character windows of ``width`` overlapping by ``overlap``, covering ``[0, length)``."""
+def sentence_ends(text: str) -> list[int]:
+    """Offsets just after each sentence end of ``text`` (where a window may be cut without overlap)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text)]
+
+
+def window_bounds(length: int, width: int, overlap: int, breaks: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """Character windows of at most ``width`` covering ``[0, length)``: a window ends at the last of
+    the sorted ``breaks`` (sentence ends) in its second half, and the next starts there; where none
+    is, neighbours overlap by ``overlap``, so no character sits at a blind edge."""
     if not 0 <= overlap < width:
         raise ValueError(f"window overlap {overlap} must be in [0, width {width})")
     if length <= width:
@@ -191,10 +202,16 @@ def window_bounds(length: int, width: int, overlap: int) -> list[tuple[int, int]
     bounds, start = [], 0
     while True:
         end = min(start + width, length)
-        bounds.append((start, end))
         if end == length:
+            bounds.append((start, end))
             return bounds
-        start = end - overlap
+        k = bisect.bisect_right(breaks, end) - 1
+        if k >= 0 and breaks[k] > start + width // 2:
+            bounds.append((start, breaks[k]))
+            start = breaks[k]
+        else:
+            bounds.append((start, end))
+            start = end - overlap
 
 
 def stitch_owner(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -209,11 +226,13 @@ def stitch_owner(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 
 class Predictor:
     """One loaded model version: immutable after construction, safe to share across threads.
-    ``batch_tokens``: padded tokens per batch (0: what the back-end runs fastest with)."""
+    ``batch_tokens``: padded tokens per batch (0: what the back-end runs fastest with);
+    ``sentence_cuts``: long texts cut at sentence ends where they can be (else overlapping windows only)."""
 
     def __init__(self, version: str, tokenizer, backend: EmissionBackend, scheme: TagScheme, vocab: CharVocab,
                  crf: CrfParams, hidden: int, cache_size: int = 4096, batch_tokens: int = 0, window_chars: int = 256,
-                 window_overlap: int = 64, max_tokens: int = MAX_TOKENS, young_types: Sequence[str] = ()):
+                 window_overlap: int = 64, max_tokens: int = MAX_TOKENS, young_types: Sequence[str] = (),
+                 sentence_cuts: bool = True):
         self.version = version
         self.tokenizer = tokenizer
         self.backend = backend
@@ -225,6 +244,7 @@ class Predictor:
         self.batch_tokens = batch_tokens or backend.batch_tokens
         self.window_chars = window_chars
         self.window_overlap = window_overlap
+        self.sentence_cuts = sentence_cuts
         self.max_tokens = max_tokens
         self.young_tags = np.array(scheme.tags_of(young_types), dtype=np.int64)
 
@@ -232,9 +252,9 @@ class Predictor:
     def _windows(self, index: int, text: str) -> list[_Window]:
         if not text:
             return []
-        width = self.window_chars
+        width, breaks = self.window_chars, sentence_ends(text) if self.sentence_cuts else []
         while True:
-            bounds = window_bounds(len(text), width, min(self.window_overlap, width // 4))
+            bounds = window_bounds(len(text), width, min(self.window_overlap, width // 4), breaks)
             encoded = encode_texts(self.tokenizer, [text[s:e] for s, e in bounds])
             if all(len(e.input_ids) <= self.max_tokens for e in encoded) or width <= 8:
                 break
