@@ -154,7 +154,7 @@ def cmd_setup(args, settings: Settings) -> int:
     (``--verbose``: everything on the console, as it comes)."""
     from .console import reporting, step
     from .model.base import EMBEDDED, embedded_path
-    from .service import install_default_model
+    from .service import engine_for, install_default_model
 
     started = time.time()
     details = settings.cache_dir / "logs" / "setup.log"
@@ -167,8 +167,9 @@ def cmd_setup(args, settings: Settings) -> int:
         runtime = _runtime(settings)  # converts the embedded encoder on first use
         with step("install default model") as s:
             info = install_default_model(settings, runtime)
-            engine = info.manifest.get("engine", {}).get("engine")
-            s.note = f"{info.name} (engine {engine})"
+            timed = info.manifest.get("engine_here", {}).get("one_task_p50_ms", {})
+            s.note = f"{info.name} (engine {engine_for(info, settings)}" + (
+                "; one task here: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timed.items()) if timed else "") + ")"
     print(f"ready in {time.time() - started:.1f} s: {settings.model_dir} serves {info.name}"
           + ("" if verbose else f"; details in {details}"))
     return 0

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 from .active import project_queue
 from .active.uncertainty import uncertainty_of
 from .engine.batcher import Coalescer
+from .engine.evaluation import eligible_engines, fastest_here
 from .engine.predictor import DeadlinePassed, Predictor
 from .engine.projects import ProjectModels
 from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_onnx
@@ -35,11 +36,21 @@ def default_model_folder() -> Path:
 
 
 def engine_for(info: VersionInfo, settings: Settings) -> str:
+    """``ENGINE`` if set, else the version's own choice (``recorded_engine``)."""
     if settings.engine != "auto":
         if settings.engine not in ENGINES:
             raise ValueError(f"ENGINE={settings.engine!r} is not one of auto, {', '.join(ENGINES)}")
         return settings.engine
-    return info.manifest.get("engine", {}).get("engine", DEFAULT_ENGINE)
+    return recorded_engine(info)
+
+
+def recorded_engine(info: VersionInfo) -> str:
+    """The engine timed fastest on this machine (``engine_here``), else the one the model's package
+    recorded."""
+    for record in (info.manifest.get("engine_here"), info.manifest.get("engine")):
+        if record and record.get("engine") in ENGINES:
+            return record["engine"]
+    return DEFAULT_ENGINE
 
 
 def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionInfo:
@@ -55,6 +66,8 @@ def install_default_model(settings: Settings, runtime: BaseRuntime) -> VersionIn
         current = _install_embedded_default(registry, runtime)
     else:
         current = _with_packaged_engine(registry, current)
+    if settings.engine == "auto":
+        current = _with_engine_timed_here(registry, runtime, current, settings)
     engine = engine_for(current, settings)
     if engine != "torch":
         bundle, int8 = HeadBundle.load(current.path), engine == "onnx-int8"
@@ -80,9 +93,27 @@ def _with_packaged_engine(registry: Registry, current: VersionInfo) -> VersionIn
     packaged = json.loads((default_model_folder() / MANIFEST).read_text())
     if "engine" not in packaged or packaged["engine"] == current.manifest.get("engine"):
         return current
-    manifest = {**current.manifest, "engine": packaged["engine"], "evaluation": packaged.get("evaluation")}
+    manifest = {key: value for key, value in current.manifest.items() if key != "engine_here"}
+    manifest.update(engine=packaged["engine"], evaluation=packaged.get("evaluation"))
     write_json_atomic(current.path / MANIFEST, manifest)
     log.info("%s now served with engine %s (the package's choice)", current.name, packaged["engine"].get("engine"))
+    return registry.current()
+
+
+def _with_engine_timed_here(registry: Registry, runtime: BaseRuntime, current: VersionInfo,
+                            settings: Settings) -> VersionInfo:
+    """``current``, or, when it is the embedded default and its engines have not been timed in this
+    ``MODEL_DIR``, the same version with ``engine_here``: the fastest for one task on this machine
+    among the engines its package found accurate enough (once; a few seconds)."""
+    engines = eligible_engines(current.manifest.get("evaluation") or {})
+    if current.manifest.get("origin") != EMBEDDED_ORIGIN or "engine_here" in current.manifest or len(engines) < 2:
+        return current
+    predictors = {engine: build_predictor(runtime, current.path, current.name, engine, cache_size=0,
+                                          threads=settings.num_threads) for engine in engines}
+    record = fastest_here(predictors)
+    write_json_atomic(current.path / MANIFEST, {**current.manifest, "engine_here": record})
+    log.info("%s served with engine %s, the fastest here for one task (p50 ms: %s)", current.name,
+             record["engine"], record["one_task_p50_ms"])
     return registry.current()
 
 
@@ -436,7 +467,7 @@ class Backend:
             result.bundle.save(staging)
             ensure_head_onnx(self.runtime, result.bundle, staging,
                              int8=engine_for(current, self.settings) == "onnx-int8")
-            manifest = {"engine": current.manifest.get("engine", {"engine": DEFAULT_ENGINE}),
+            manifest = {"engine": {**current.manifest.get("engine", {}), "engine": recorded_engine(current)},
                         "parent": current.name, "project": project_id, "training": result.figures,
                         "deploy_guard": result.reason, "skipped_annotations": skipped}
             info = self.registry.commit(staging, manifest, make_current=False)

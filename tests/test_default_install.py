@@ -82,3 +82,45 @@ def test_a_model_trained_from_annotations_is_never_replaced(packaged, runtime, t
     assert trained.manifest["origin"] != EMBEDDED_ORIGIN
     _ship_a_new_default(packaged)
     assert install_default_model(tiny_settings, runtime).name == trained.name
+
+
+def _package_evaluated(folder, engine: str, f1: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps({"engine": {"engine": engine}, "evaluation": {"f1": f1}}))
+
+
+def test_auto_serves_the_engine_timed_fastest_here_among_the_accurate_ones(packaged, runtime, tmp_path,
+                                                                         tiny_settings):
+    _package_evaluated(packaged, "onnx-fp32", {"torch": 0.90, "onnx-fp32": 0.90, "onnx-int8": 0.85})
+    settings = dataclasses.replace(tiny_settings, model_dir=tmp_path / "timed", engine="auto")
+    first = install_default_model(settings, runtime)
+    timed = first.manifest["engine_here"]
+    assert set(timed["one_task_p50_ms"]) == {"torch", "onnx-fp32"}  # INT8 lost 5 points: not a candidate
+    assert timed["engine"] == min(timed["one_task_p50_ms"], key=timed["one_task_p50_ms"].get)
+    assert service.engine_for(first, settings) == timed["engine"]
+    assert install_default_model(settings, runtime).manifest["engine_here"] == timed  # once per MODEL_DIR
+
+
+def test_an_upgrade_that_chose_another_engine_is_timed_again(packaged, runtime, tmp_path, tiny_settings):
+    _package_evaluated(packaged, "onnx-fp32", {"torch": 0.90, "onnx-fp32": 0.90})
+    settings = dataclasses.replace(tiny_settings, model_dir=tmp_path / "retimed", engine="auto")
+    install_default_model(settings, runtime)
+    _package_evaluated(packaged, "onnx-int8", {"torch": 0.90, "onnx-fp32": 0.90, "onnx-int8": 0.90})
+    upgraded = install_default_model(settings, runtime)
+    assert set(upgraded.manifest["engine_here"]["one_task_p50_ms"]) == {"torch", "onnx-fp32", "onnx-int8"}
+    assert upgraded.manifest["engine"] == {"engine": "onnx-int8"}
+
+
+def test_an_engine_the_admin_set_is_served_without_timing(packaged, runtime, tmp_path, tiny_settings):
+    _package_evaluated(packaged, "onnx-fp32", {"torch": 0.90, "onnx-fp32": 0.90, "onnx-int8": 0.90})
+    settings = dataclasses.replace(tiny_settings, model_dir=tmp_path / "set", engine="onnx-int8")
+    info = install_default_model(settings, runtime)
+    assert "engine_here" not in info.manifest and service.engine_for(info, settings) == "onnx-int8"
+    assert (info.path / HEAD_INT8).exists()
+
+
+def test_the_engine_timed_here_outranks_the_packaged_one(tmp_path):
+    from raner_backend.model.registry import VersionInfo
+
+    both = VersionInfo("raner-1-x", tmp_path, {"engine": {"engine": "onnx-fp32"}, "engine_here": {"engine": "onnx-int8"}})
+    assert service.recorded_engine(both) == "onnx-int8"
+    assert service.recorded_engine(VersionInfo("raner-2-x", tmp_path, {"engine": {"engine": "torch"}})) == "torch"

@@ -1,6 +1,7 @@
 """Accuracy and speed of each engine on a tagged corpus, and the choice of the default engine:
 the one that answers a single task fastest among those whose F1 is within ``MAX_F1_LOSS`` of
-PyTorch fp32."""
+PyTorch fp32. Which engine is fastest depends on the CPU (INT8 gains much where it has VNNI, nothing
+on some AVX2 machines), so the choice is timed again on the machine that serves (``fastest_here``)."""
 from __future__ import annotations
 
 import statistics
@@ -14,6 +15,21 @@ from .loader import BaseRuntime, build_predictor
 
 MAX_F1_LOSS = 0.003  # 0.3 F1 points
 LATENCY_SENTENCES = 200  # predicted one at a time for the single-task latency
+# Tasks of the lengths annotators open (news and modern text, 9-80 characters), to time engines on.
+TIMING_TEXTS = (
+    "国务院总理李鹏今天在北京会见了日本客人。",
+    "华为在深圳发布了Mate60手机，余承东称销量超出预期。",
+    "梅西随阿根廷队在卡塔尔赢得世界杯🏆",
+    "@雷军 小米SU7在北京亦庄工厂下线 #小米汽车#",
+    "OpenAI的Sam Altman访问了东京。",
+    "台積電董事長魏哲家表示，高雄廠將如期量產。",
+    "中国人民银行上海总部决定，自下月起下调存款准备金率。",
+    "据新华社报道，联合国秘书长古特雷斯昨天抵达内罗毕，与肯尼亚总统鲁托举行会谈，双方就地区安全和气候变化等议题交换了意见。",
+    "明天去杭州西湖。",
+    "贵州茅台一季度净利润同比增长，白酒板块集体上涨。",
+    "谷爱凌在张家口云顶滑雪公园夺得金牌。",
+    "上海交通大学医学院附属瑞金医院的专家团队在《自然》杂志上发表了关于肝癌免疫治疗的最新研究成果，引起国际同行关注。",
+)
 
 
 def evaluate_engines(runtime: BaseRuntime, folder: Path, version: str, engines: Sequence[str],
@@ -42,6 +58,36 @@ def one_task_p50_ms(predictor, texts: Sequence[str]) -> float:
         predictor.predict([text])
         times.append(time.perf_counter() - started)
     return round(1000 * statistics.median(times), 1)
+
+
+def eligible_engines(evaluation: dict) -> list[str]:
+    """The engines of a recorded evaluation (``raner-backend evaluate --record``: F1 per engine)
+    whose F1 is within ``MAX_F1_LOSS`` of torch fp32's."""
+    f1 = evaluation.get("f1", {})
+    if "torch" not in f1:
+        return []
+    return [name for name, value in f1.items() if f1["torch"] - value <= MAX_F1_LOSS]
+
+
+def fastest_here(predictors: dict, rounds: int = 3) -> dict:
+    """The engine (of ``predictors``, name → Predictor with its cache off) that answers one task
+    fastest on this machine: every text in turn through each engine, so that a busy moment of a
+    shared machine costs them alike, and the median per engine."""
+    for predictor in predictors.values():
+        predictor.predict(list(TIMING_TEXTS[:4]))  # first-run allocations are not the engine's speed
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(rounds):
+        for text in TIMING_TEXTS:
+            for name, predictor in predictors.items():
+                started = time.perf_counter()
+                predictor.predict([text])
+                times[name].append(time.perf_counter() - started)
+    p50 = {name: round(1000 * statistics.median(t), 2) for name, t in times.items()}
+    best = min(p50, key=p50.get)
+    return {"engine": best, "rule": f"lowest one-task latency on this machine among engines with F1 within "
+                                    f"{MAX_F1_LOSS * 100:.1f} points of torch fp32",
+            "one_task_p50_ms": p50, "tasks": len(TIMING_TEXTS) * rounds,
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def choose_engine(results: dict) -> dict:

@@ -96,6 +96,7 @@ class BaseRuntime:
             if not quantized.exists():
                 log.info("quantizing the base encoder to INT8 (once per base model)")
                 quantize_int8(fp32, quantized)
+                drop_older_quantizations(quantized)
             return quantized
 
     def states_module(self, layers: tuple[int, ...], vocab, engine: str, threads: int = 0) -> torch.nn.Module:
@@ -132,7 +133,17 @@ def ensure_head_onnx(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, aga
     if again or not quantized.exists():
         # The character embedding is small: its lookups stay fp32.
         quantize_int8(path, quantized, op_types=("MatMul", "Attention"))
+        drop_older_quantizations(quantized)
     return quantized
+
+
+def drop_older_quantizations(current: Path) -> None:
+    """Remove the INT8 files an earlier way of quantizing left beside ``current`` (``head.int8.onnx``
+    beside ``head.int8.v3.onnx``): nothing reads them any more, and each is the size of the model."""
+    stem = current.name.split(".int8")[0]
+    for older in current.parent.glob(f"{stem}.int8*.onnx"):
+        if older != current:
+            older.unlink(missing_ok=True)
 
 
 def _onnx_backend(runtime: BaseRuntime, bundle: HeadBundle, folder: Path, engine: str, threads: int) -> OnnxBackend:
