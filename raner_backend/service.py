@@ -111,6 +111,8 @@ def _with_engine_timed_here(registry: Registry, runtime: BaseRuntime, current: V
     predictors = {engine: build_predictor(runtime, current.path, current.name, engine, cache_size=0,
                                           threads=settings.num_threads) for engine in engines}
     record = fastest_here(predictors)
+    del predictors
+    runtime.close_sessions()
     write_json_atomic(current.path / MANIFEST, {**current.manifest, "engine_here": record})
     log.info("%s served with engine %s, the fastest here for one task (p50 ms: %s)", current.name,
              record["engine"], record["one_task_p50_ms"])

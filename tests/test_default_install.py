@@ -97,6 +97,7 @@ def test_auto_serves_the_engine_timed_fastest_here_among_the_accurate_ones(packa
     assert set(timed["one_task_p50_ms"]) == {"torch", "onnx-fp32"}  # INT8 lost 5 points: not a candidate
     assert timed["engine"] == min(timed["one_task_p50_ms"], key=timed["one_task_p50_ms"].get)
     assert service.engine_for(first, settings) == timed["engine"]
+    assert not runtime._sessions  # the engines not chosen hold no memory
     assert install_default_model(settings, runtime).manifest["engine_here"] == timed  # once per MODEL_DIR
 
 
