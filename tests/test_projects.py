@@ -90,6 +90,23 @@ def test_project_models_serve_projects_apart_and_keep_a_bounded_number_loaded(tm
     assert models.projects() == owns
 
 
+def test_versions_that_serve_no_project_keep_their_weights_and_lose_their_exports(tmp_path):
+    registry = Registry(tmp_path)
+    default = _version(registry, b"d")
+    first, second = _version(registry, b"a", project=5), _version(registry, b"b", project=5)
+    for name in (default, first, second):
+        (registry.get(name).path / "head.onnx").write_bytes(b"export")
+    models = ProjectModels(registry, _Loaded)
+    models.serve(registry.get(default))
+    models.serve(registry.get(first), 5)
+    assert not (registry.get(second).path / "head.onnx").exists(), "never served"
+    models.serve(registry.get(second), 5)
+    assert not (registry.get(first).path / "head.onnx").exists()
+    assert (registry.get(first).path / "head.safetensors").exists(), "a rollback needs the weights"
+    assert (registry.get(default).path / "head.onnx").exists(), "the default still serves other projects"
+    assert registry.serving() == {default, second}
+
+
 def test_a_request_waits_for_the_load_that_setup_started(tmp_path):
     registry = Registry(tmp_path)
     default = _version(registry, b"d")

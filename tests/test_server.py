@@ -189,6 +189,24 @@ def test_rollback_loads_in_the_background_and_reports_in_health(client, tiny_bac
     assert tiny_backend.models.version(1) == first == tiny_backend.registry.current(1).name
 
 
+def test_a_rollback_to_a_version_whose_exports_were_dropped_exports_it_again(client, tiny_backend):
+    from raner_backend.model.bundle import HeadBundle
+    from raner_backend.training.fine_tune import FineTuneResult
+
+    bundle = HeadBundle.load(tiny_backend.registry.current().path)
+    deploy = lambda: tiny_backend.deploy(FineTuneResult(bundle, True, "test", {}),  # noqa: E731
+                                         tiny_backend.registry.current(1), 1, 0)["version"]
+    second = deploy()
+    third = deploy()
+    assert third != second and not list(tiny_backend.registry.get(second).path.glob("*.onnx"))
+    tiny_backend.rollback(second, 1)  # still loaded here: served from memory
+    r = client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "李明在北京工作。"}}], "project": "1.1"})
+    assert r.status_code == 200 and r.json["results"][0]["model_version"] == second
+    restarted = type(tiny_backend)(tiny_backend.settings).start()
+    assert restarted.models.predictor(1).version == second
+    assert (tiny_backend.registry.get(second).path / "head.onnx").exists(), "exported again to load it"
+
+
 def test_a_project_version_cannot_serve_another_project_or_the_default(client, tiny_backend):
     from raner_backend.model.bundle import HeadBundle
     from raner_backend.training.fine_tune import FineTuneResult

@@ -33,6 +33,9 @@ class ProjectModels:
         self.build = build
         self.max_loaded = max(1, max_loaded)
         self._lock = threading.Lock()
+        # One change of what serves at a time: a version left idle by one loses its exports, which
+        # must not happen while another is building a predictor from them.
+        self._serving = threading.Lock()
         self._loaded: OrderedDict[str, Predictor] = OrderedDict()
         self._loading: dict[str, Future] = {}
         self._default: str | None = None  # serves every project without a version of its own
@@ -122,19 +125,32 @@ class ProjectModels:
                     log.info("unloaded model version %s (MAX_LOADED_MODELS=%d)", name, self.max_loaded)
 
     # -- changing what serves ---------------------------------------------------------------------
+    def _drop_idle_exports(self) -> None:
+        try:
+            dropped = self.registry.drop_exports_of_idle_versions()
+        except OSError as exc:  # disk housekeeping: never a reason to fail a deployment
+            log.warning("could not remove the exports of versions that no longer serve: %s", exc)
+            return
+        if dropped:
+            log.info("removed %d ONNX exports of versions that serve no project (%s)", len(dropped),
+                     ", ".join(sorted({path.parent.name for path in dropped})))
+
     def serve(self, info: VersionInfo, project: int | None = None, record: bool = True) -> Predictor:
         """Load ``info``, then make it serve ``project`` (None: the default) and, with ``record``,
         write that into ``MODEL_DIR``."""
-        with self._lock:
-            predictor = self._loaded.get(info.name)
-        predictor = predictor or self.build(info)
-        if record:
-            self.registry.set_current(info.name, project)
-        with self._lock:
-            if project is None:
-                self._default = info.name
-            else:
-                self._own[project] = info.name
+        with self._serving:
+            with self._lock:
+                predictor = self._loaded.get(info.name)
+            predictor = predictor or self.build(info)
+            if record:
+                self.registry.set_current(info.name, project)
+            with self._lock:
+                if project is None:
+                    self._default = info.name
+                else:
+                    self._own[project] = info.name
+            if record:
+                self._drop_idle_exports()
         self._keep(predictor)
         log.info("project %s is served by model version %s (%s)", "default" if project is None else project,
                  info.name, predictor.backend.name)

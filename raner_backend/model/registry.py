@@ -1,6 +1,7 @@
 """Model versions on disk under ``MODEL_DIR``.
 
-    MODEL_DIR/versions/<version>/         head weights, head.onnx, manifest.json — complete or absent
+    MODEL_DIR/versions/<version>/         head weights, manifest.json — complete or absent — and, while
+                                          the version serves, its ONNX exports (remade when it serves again)
     MODEL_DIR/staging/<tmp>/              being written; never loaded, cleared at start-up
     MODEL_DIR/CURRENT                     the default version: serves every project that has not
                                           trained a version of its own (replaced atomically)
@@ -158,6 +159,25 @@ class Registry:
         os.chmod(tmp, 0o644)
         os.replace(tmp, pointer)
         return info
+
+    def serving(self) -> set[str]:
+        """The versions that serve: the default and each project's own."""
+        infos = [self.current()] + [self.pointed(project) for project in self.projects()]
+        return {info.name for info in infos if info is not None}
+
+    def drop_exports_of_idle_versions(self) -> list[Path]:
+        """Delete the ONNX exports of versions that serve no project (what remains, weights and
+        manifest, is what a rollback needs: serving a version exports it again, in seconds). A
+        version of a 0.2 head is then 24 MB on disk instead of ~96 MB with its fp32 and INT8
+        exports, so a backend that trains often for many projects does not fill its disk."""
+        serving = self.serving()
+        dropped = []
+        for info in self.versions():
+            if info.name not in serving:
+                for export in info.path.glob("*.onnx"):
+                    export.unlink(missing_ok=True)
+                    dropped.append(export)
+        return dropped
 
     def lineage(self, project: int | None = None) -> list[VersionInfo]:
         """The versions that may serve ``project``: the default ones and those trained for it."""
