@@ -39,8 +39,8 @@ from raner_backend.model.bundle import HeadBundle  # noqa: E402
 from raner_backend.model.data import msra_path, read_examples, read_tagged  # noqa: E402
 from raner_backend.service import default_model_folder  # noqa: E402
 from raner_backend.settings import Settings  # noqa: E402
-from raner_backend.training.fine_tune import (MAX_NEW_SHARE, NEW_TYPE_OUT_LR, TRAINING_STATES,  # noqa: E402
-                                              fine_tune, items_for, project_config, scores_of)
+from raner_backend.training.fine_tune import (GROWN_TYPES_DISTILL, MAX_NEW_SHARE, NEW_TYPE_OUT_LR,  # noqa: E402
+                                              TRAINING_STATES, fine_tune, items_for, project_config, scores_of)
 from raner_backend.training.trainer import item_emissions, predict_spans  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,8 @@ def run(args) -> dict:
     args.config_text = (f"the service's fine-tuning (Backend.train_project) on {train_engine} encoder states, "
                         f"scored on {engine} states, "
                         f"with {args.config}: {cfg}; "
-                        f"output layers {NEW_TYPE_OUT_LR} while a type is new, 20 % held out, "
+                        f"output layers {NEW_TYPE_OUT_LR} while a type is new, replay held to the served "
+                        f"model's emissions at weight {GROWN_TYPES_DISTILL} unless set, 20 % held out, "
                         f"{1 - args.project_share:.0%} MSRA replay")
     runs = json.loads((RESULTS / f"{args.name}.json").read_text())["runs"] if args.resume else []
     done = {(r["seed"], r["sentences"], r["method"]) for r in runs}
