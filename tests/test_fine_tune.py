@@ -73,11 +73,13 @@ def test_a_tag_set_beyond_what_replay_speaks_for_holds_replay_to_the_served_mode
     runtime = _runtime(tiny_model)
     served = HeadBundle.load(root / "model")
     project = [Example("李明买了Mate60。", (Span(0, 2, "PER"), Span(4, 10, "产品")))] * 6
-    result = fine_tune(served, runtime.tokenizer, _states(runtime, served), project, tiny_examples() * 5, [],
-                       TrainConfig(epochs=2, patience=2, batch_chars=256), project_types=("PER", "LOC", "ORG", "产品"))
-    assert result.figures["replay_held_to_served"] == GROWN_TYPES_DISTILL
-    # The served model knows fewer tags than the candidate: replay matches on the ones it has.
-    assert result.bundle.scheme.entity_types[-1] == "产品"
+    for distill, used in ((None, GROWN_TYPES_DISTILL), (0.0, 0.0)):  # unless the config says otherwise
+        result = fine_tune(served, runtime.tokenizer, _states(runtime, served), project, tiny_examples() * 5, [],
+                           TrainConfig(epochs=2, patience=2, batch_chars=256, distill=distill),
+                           project_types=("PER", "LOC", "ORG", "产品"))
+        assert result.figures["replay_held_to_served"] == used
+        # The served model knows fewer tags than the candidate: replay matches on the ones it has.
+        assert result.bundle.scheme.entity_types[-1] == "产品"
 
 
 def test_fine_tune_grows_the_tag_set_and_learns_a_new_type_from_partial_replay(tiny_model, tmp_path):

@@ -143,8 +143,9 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
     new_types = [t for t in candidate.scheme.entity_types if t not in served.scheme.entity_types]
     if new_types and not cfg.out_lr:
         cfg = dataclasses.replace(cfg, out_lr=NEW_TYPE_OUT_LR)
-    if any(t not in replay_types for t in candidate.scheme.entity_types) and not cfg.distill:
-        cfg = dataclasses.replace(cfg, distill=GROWN_TYPES_DISTILL)
+    if cfg.distill is None:
+        beyond_replay = any(t not in replay_types for t in candidate.scheme.entity_types)
+        cfg = dataclasses.replace(cfg, distill=GROWN_TYPES_DISTILL if beyond_replay else 0.0)
     replay_items = items_for(tokenizer, states, candidate, replay, replay_types if partial else ())
     if cfg.distill:
         keep_what_served_knew(served, replay_items)
@@ -164,7 +165,8 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
                "project_repeats": repeats,
                "entity_types": list(candidate.scheme.entity_types), "new_types": new_types,
                "learned_from": dict(candidate.learned_from), "young_types": list(candidate.young_types()),
-               "partial_labels": partial, "replay_held_to_served": cfg.distill, "epochs": summary["epochs"], "steps": summary["steps"],
+               "partial_labels": partial, "replay_held_to_served": cfg.distill,
+               "epochs": summary["epochs"], "steps": summary["steps"],
                "history": summary["history"], "seconds": round(time.time() - started, 1)}
     deploy, reason = deploy_verdict(before, after, lower_in, len(held_ex))
     figures["rule"], figures["candidate_lower_in_resamples"] = GUARD_RULE, round(lower_in, 4)

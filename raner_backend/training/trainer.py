@@ -60,7 +60,9 @@ class TrainConfig:
     char_dropout: float = 0.1
     seed: int = 13
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
-    distill: float = 0.0  # weight of the squared distance to a teacher's emissions (items that carry them)
+    # Weight of the squared distance to a teacher's emissions (items that carry them); None: the caller's
+    # default (a project's training: fine_tune.GROWN_TYPES_DISTILL where its tag set needs it, else 0).
+    distill: float | None = None
     fgm: float = 0.0  # FGM's epsilon: also learn from encoder states pushed this far along the loss gradient (0: off)
     segmentation: float = 0.0  # weight of an auxiliary word-segmentation loss on items' silver segments (0: off)
 
