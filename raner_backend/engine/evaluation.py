@@ -59,12 +59,17 @@ def evaluate_engines(runtime: BaseRuntime, folder: Path, version: str, engines: 
 
 def one_task_p50_ms(predictor, texts: Sequence[str]) -> float:
     """Median time to label one text alone, as an annotator opening a task waits for it."""
+    return round(1000 * statistics.median(one_task_seconds(predictor, texts)), 1)
+
+
+def one_task_seconds(predictor, texts: Sequence[str]) -> list[float]:
+    """The time to label each text alone."""
     times = []
     for text in texts:
         started = time.perf_counter()
         predictor.predict([text])
         times.append(time.perf_counter() - started)
-    return round(1000 * statistics.median(times), 1)
+    return times
 
 
 def eligible_engines(evaluation: dict) -> list[str]:
@@ -87,10 +92,7 @@ def fastest_here(predictors: dict, rounds: int = 3) -> dict:
     times: dict[str, list[float]] = {name: [] for name in predictors}
     for _ in range(rounds):
         for name, predictor in predictors.items():
-            for text in TIMING_TEXTS:
-                started = time.perf_counter()
-                predictor.predict([text])
-                times[name].append(time.perf_counter() - started)
+            times[name] += one_task_seconds(predictor, TIMING_TEXTS)
     p50 = {name: round(1000 * statistics.median(t), 2) for name, t in times.items()}
     best = min(p50, key=p50.get)
     return {"engine": best, "rule": f"lowest one-task latency on this machine among engines with F1 within "
