@@ -410,7 +410,11 @@ def settings_for(args: argparse.Namespace, env: dict[str, str] | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = settings_for(args)
+    try:
+        settings = settings_for(args)
+    except ValueError as exc:  # a setting from the environment: say which, without a traceback
+        print(f"raner-backend: {exc}", file=sys.stderr)
+        return 2
     _configure_logging(settings)
     started = time.time()
     code = args.func(args, settings)

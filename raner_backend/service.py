@@ -18,7 +18,7 @@ from .active.uncertainty import uncertainty_of
 from .engine.batcher import Coalescer
 from .engine.evaluation import eligible_engines, fastest_here
 from .engine.predictor import DeadlinePassed, Predictor
-from .engine.projects import ProjectModels
+from .engine.projects import ModelUnavailable, ProjectModels
 from .engine.loader import ENGINES, BaseRuntime, build_predictor, ensure_head_onnx
 from .labeling import LabelConfigError, LabelSchema, parse_label_config, to_regions
 from .model.bundle import HeadBundle
@@ -140,9 +140,15 @@ class Unavailable(RuntimeError):
     """A request the backend will not serve now; the message says why and what to do (HTTP 503)."""
 
 
+class RankingSuperseded(RuntimeError):
+    """Another version serves the project now: a ranking with the old one stops rather than store
+    its predictions and set the old version as the project's model_version."""
+
+
 RANKING_STAGES = ("queued", "predict", "rank", "store")  # a ranking in these stages owns its version's predictions
 PREDICT_CHUNK = 512  # texts per engine call in a large /predict, between looks at the caller's deadline
 PREDICT_CHUNK_CHARS = 50_000  # ... and characters (one chunk of long texts would take minutes)
+UNREADABLE_TASK_SCORE = 1.0  # "certain": a task without a text sinks to the end of the queue instead of leading it
 
 
 def text_chunks(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
@@ -158,6 +164,16 @@ def text_chunks(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
         yield start, len(texts)
 
 
+def _task_text(task: Any, position: int, data_key: str) -> str | BadRequest:
+    """The task's text, or the reason it has none."""
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        return BadRequest(f"task #{position} has no 'data' object")
+    text = task["data"].get(data_key)
+    if not isinstance(text, str):
+        return BadRequest(f"task #{position} (id {task.get('id')!r}): data.{data_key} is missing or not a string")
+    return text
+
+
 def project_id_of(value: Any) -> int | None:
     """Label Studio sends projects as ``7``, ``"7"``, ``"7.1712345678"`` or ``{"id": 7}``."""
     if isinstance(value, dict):
@@ -165,10 +181,10 @@ def project_id_of(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value > 0 else None
+        return value if 0 < value < 2**63 else None
     if isinstance(value, str):
         head = value.split(".", 1)[0].strip()
-        if head.isdigit() and 0 < int(head) < 2**63:
+        if head.isascii() and head.isdigit() and 0 < int(head) < 2**63:
             return int(head)
     return None
 
@@ -198,7 +214,8 @@ class Backend:
         self._schemas: dict[str, LabelSchema] = {}
         self._base_data: dict[str, tuple] = {}
         self._configs_lock = threading.Lock()
-        self._ranking_lock = threading.Lock()
+        self._ranking_lock = threading.Lock()  # connect rankings, one at a time
+        self._project_rankings: dict[int, threading.Lock] = {}  # every ranking of a project, one at a time
         self.started = time.time()
         self.deploy_notes: list[dict] = []
         self.rankings: dict[int, dict] = {}
@@ -277,6 +294,8 @@ class Backend:
         with self._ranking_lock:  # one connect ranking at a time: they share the CPU with serving
             try:
                 self.rank_project(pid)
+            except RankingSuperseded as exc:  # the new version's ranking follows
+                log.info("ranking of project %s on connect stopped: %s", pid, exc)
             except Exception as exc:  # shown in /health; the next /setup tries again
                 log.warning("could not rank project %s on connect: %s: %s", pid, type(exc).__name__, exc)
                 with self._configs_lock:
@@ -285,23 +304,29 @@ class Backend:
 
     # -- predictions -------------------------------------------------------------------------
     def predict_tasks(self, tasks: Sequence[Any], label_config: Any, project: Any) -> list[Prediction]:
+        """One prediction per task, in order. A task whose text cannot be read gets an empty one (its
+        reason logged), so one bad task does not cost a "Retrieve predictions" of thousands all of
+        theirs; a request in which no task can be read is refused (400, the first reason)."""
         pid = project_id_of(project)
         schema = self._schema_for_request(label_config, pid)
-        texts = []
-        for position, task in enumerate(tasks):
-            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-                raise BadRequest(f"task #{position} has no 'data' object")
-            text = task["data"].get(schema.data_key)
-            if not isinstance(text, str):
-                raise BadRequest(f"task #{position}: data.{schema.data_key} is missing or not a string")
-            texts.append(text)
+        texts = {position: _task_text(task, position, schema.data_key) for position, task in enumerate(tasks)}
+        readable = {position: text for position, text in texts.items() if not isinstance(text, BadRequest)}
+        if tasks and not readable:
+            raise texts[0]
         predictor = self.models.predictor(pid)
         if len(tasks) > 1:
             self._refuse_during_ranking(pid, predictor.version)
+        for position, problem in texts.items():
+            if position not in readable:
+                log.warning("/predict: no prediction for %s (the other tasks are predicted)", problem)
+        results = dict(zip(readable, self._results_in_time(predictor, list(readable.values()))))
         out = []
-        for text, result in zip(texts, self._results_in_time(predictor, texts)):
-            u = uncertainty_of(result)
-            regions = to_regions(schema, text, result.entities)
+        for position in range(len(tasks)):
+            if position not in results:
+                out.append(Prediction([], UNREADABLE_TASK_SCORE, predictor.version, {"skipped": str(texts[position])}))
+                continue
+            u = uncertainty_of(results[position])
+            regions = to_regions(schema, readable[position], results[position].entities)
             out.append(Prediction(regions, u.confidence, predictor.version, u.to_dict()))
         return out
 
@@ -447,6 +472,8 @@ class Backend:
         if note.get("version") and self.settings.rank_after_deploy:
             try:
                 note["ranked_tasks"] = len(self.rank_project(project_id, client, label_config).queue)
+            except RankingSuperseded as exc:
+                log.info("ranking of project %s with %s stopped: %s", project_id, note["version"], exc)
             except Exception as exc:  # the model serves anyway; "Retrieve predictions" still works
                 log.warning("could not rank project %s with %s: %s", project_id, note["version"], exc)
         elif note.get("version"):
@@ -486,15 +513,26 @@ class Backend:
                      progress: project_queue.Progress | None = None) -> project_queue.QueueReport:
         """Rank the project's unlabelled tasks with the version that serves it and store the queue in
         Label Studio (scores, clusters, the project's model_version). While it runs, /health →
-        ``rankings`` shows its stage and counts (``progress`` gets them too); then its summary."""
+        ``rankings`` shows its stage and counts (``progress`` gets them too); then its summary.
+        Rankings of one project run one at a time, and one whose version stops serving the project
+        (a deployment, a rollback) stops at its next step: the last to finish is the served version's."""
         from .training.ls_client import LabelStudioClient
 
-        client = client or LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
-        schema = self.schema_for(label_config or client.label_config(project_id))
-        predictor = self.models.predictor(project_id)
+        with self._configs_lock:
+            lock = self._project_rankings.setdefault(project_id, threading.Lock())
+        with lock:
+            client = client or LabelStudioClient(self.settings.label_studio_url, self.settings.label_studio_api_key)
+            schema = self.schema_for(label_config or client.label_config(project_id))
+            return self._rank_with(self.models.predictor(project_id), client, schema, project_id, progress)
+
+    def _rank_with(self, predictor: Predictor, client, schema: LabelSchema, project_id: int,
+                   progress: project_queue.Progress | None) -> project_queue.QueueReport:
         started = time.monotonic()
 
         def stage(name: str, done: int, total: int) -> None:
+            served = self.models.version(project_id)
+            if served != predictor.version:
+                raise RankingSuperseded(f"project {project_id} is served by {served} now, not {predictor.version}")
             # a new dict each time: /health copies the map while this thread writes it
             self.rankings[project_id] = {"project": project_id, "model_version": predictor.version, "stage": name,
                                          "done": done, "total": total,
@@ -508,7 +546,8 @@ class Backend:
                                                 stage)
         except Exception as exc:
             running = self.rankings[project_id]
-            self.rankings[project_id] = {**running, "stage": "failed", "failed_in": running["stage"],
+            ended = "superseded" if isinstance(exc, RankingSuperseded) else "failed"
+            self.rankings[project_id] = {**running, "stage": ended, "failed_in": running["stage"],
                                          "error": type(exc).__name__}
             raise
         self.rankings[project_id] = report.summary()
@@ -535,8 +574,9 @@ class Backend:
                 "loaded_models": self.models.loaded(),
                 "uptime_s": round(time.time() - self.started, 1),
                 "training": self.trainer.status() if self.trainer else {},
-                "deployments": self.deploy_notes[-5:], "rankings": dict(self.rankings),
-                "rollback": self.rollback_state}
+                "deployments": [dict(note) for note in self.deploy_notes[-5:]], "rankings": dict(self.rankings),
+                "rollback": dict(self.rollback_state)}
 
 
-__all__ = ["Backend", "BadRequest", "Unavailable", "RegistryError", "install_default_model", "project_id_of"]
+__all__ = ["Backend", "BadRequest", "ModelUnavailable", "Unavailable", "RegistryError", "install_default_model",
+           "project_id_of"]

@@ -40,6 +40,9 @@ class Settings:
     num_threads: int = 0  # 0: onnxruntime/torch defaults
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        self.label_mapping()  # a malformed LABEL_MAP stops the start, instead of failing every request
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env

@@ -60,3 +60,15 @@ def test_setup_verbose_flag():
 def test_other_settings_still_come_from_the_environment():
     s = settings(["serve", "--port", "9091"], {"ENGINE": "torch", "CACHE_SIZE": "7", "PORT": "1"})
     assert (s.engine, s.cache_size, s.port) == ("torch", 7, 9091)
+
+
+def test_a_malformed_setting_stops_the_start_with_its_name(capsys, monkeypatch):
+    from raner_backend.cli import main
+
+    monkeypatch.setenv("LABEL_MAP", "人物:PER")
+    assert main(["versions"]) == 2
+    assert "LABEL_MAP entry '人物:PER' is not of the form label=TYPE" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_MAP", "人物=PER")
+    monkeypatch.setenv("PORT", "ninety")
+    assert main(["serve"]) == 2
+    assert "PORT='ninety' is not a valid int" in capsys.readouterr().err

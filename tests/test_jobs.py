@@ -86,3 +86,34 @@ def test_a_failed_job_is_reported_and_the_next_trigger_tries_again():
     manager.on_event("START_TRAINING", 3)
     wait_idle(manager)
     assert manager.status()["3"]["last_error"] is None and len(job.calls) == 2
+
+
+def test_a_steady_stream_of_saves_does_not_put_training_off():
+    job = Recorder(seconds=0.01)
+    manager = TrainingManager(job, threshold=2, debounce_s=0.3)
+    started = time.perf_counter()
+    while not job.calls and time.perf_counter() - started < 3.0:
+        manager.on_event("ANNOTATION_CREATED", 5)  # one save every 0.1 s, never a quiet 0.3 s
+        time.sleep(0.1)
+    assert job.calls == [5] and time.perf_counter() - started < 1.0
+
+
+def test_start_training_takes_over_a_pending_debounce():
+    job = Recorder(seconds=0.01)
+    manager = TrainingManager(job, threshold=1, debounce_s=0.3)
+    manager.on_event("ANNOTATION_CREATED", 6)
+    manager.on_event("START_TRAINING", 6)
+    wait_idle(manager)
+    time.sleep(0.4)  # past the debounce: the cancelled timer must not start a second job
+    assert job.calls == [6]
+
+
+def test_webhooks_for_many_projects_make_no_thread_per_project():
+    job = Recorder(seconds=0.02)
+    manager = TrainingManager(job, threshold=1, debounce_s=0.0)
+    before = threading.active_count()
+    for project in range(1, 51):
+        manager.on_event("START_TRAINING", project)
+    assert threading.active_count() <= before + 1
+    wait_idle(manager)
+    assert job.calls == list(range(1, 51)) and job.max_active == 1

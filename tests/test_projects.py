@@ -135,6 +135,46 @@ def test_a_request_waits_for_the_load_that_setup_started(tmp_path):
     assert got == [own] and builds.count(own) == 1
 
 
+def test_a_version_that_cannot_load_is_logged_and_refused_with_its_reason(tmp_path, caplog):
+    from raner_backend.engine.projects import ModelUnavailable
+
+    registry = Registry(tmp_path)
+    default, broken = _version(registry, b"d"), _version(registry, b"p", project=9)
+    registry.set_current(default)
+    registry.set_current(broken, 9)
+
+    def build(info):
+        if info.name == broken:
+            raise OSError("head.onnx: no such file")
+        return _Loaded(info)
+
+    models = ProjectModels(registry, build)
+    models.serve(registry.get(default), record=False)
+    models.prepare(9)  # as /setup does: in the background
+    with pytest.raises(ModelUnavailable, match=f"{broken} could not be loaded: OSError: head.onnx"):
+        models.predictor(9)
+    assert f"could not load model version {broken}" in caplog.text
+    assert models.predictor(10).version == default, "other projects are served as before"
+
+
+def test_a_deployed_version_is_loaded_before_it_serves(tmp_path):
+    registry = Registry(tmp_path)
+    default, new = _version(registry, b"d"), _version(registry, b"n", project=4)
+    builds = []
+    models = ProjectModels(registry, lambda info: builds.append(info.name) or _Loaded(info))
+    models.serve(registry.get(default))
+    seen = []
+    original = registry.set_current
+
+    def pointer_moves(name, project=None):  # a request arriving the moment the pointer moves
+        original(name, project)
+        seen.append(name in models.loaded())
+
+    registry.set_current = pointer_moves
+    models.serve(registry.get(new), 4)
+    assert seen == [True] and builds.count(new) == 1
+
+
 # --- the tag set grows ---------------------------------------------------------------------------
 
 
@@ -246,3 +286,22 @@ def test_a_connecting_project_is_ranked_once_per_version_so_label_studio_can_sor
 
 def _states(runtime, bundle):
     return runtime.states_module(bundle.head.cfg.base_layers, bundle.vocab, "torch")
+
+
+def test_a_ranking_whose_version_stops_serving_stops_and_never_sets_the_old_version(tiny_backend, monkeypatch):
+    from raner_backend.service import RankingSuperseded
+
+    fake = FakeLabelStudio(["张伟在北京工作。", "李娜去了上海。", "今天天气很好。"])
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
+    old = tiny_backend.registry.get(tiny_backend.models.version(7))
+    staging = tiny_backend.registry.staged_copy(old.path, ("head.safetensors", "head_config.json", "head.onnx"))
+    new = tiny_backend.registry.commit(staging, {**old.manifest, "project": 7, "parent": old.name}, make_current=False)
+
+    def deploy_meanwhile(stage, done, total):
+        if stage == "predict" and done == 0:  # a training deploys while the ranking predicts
+            tiny_backend.models.serve(new, 7)
+
+    with pytest.raises(RankingSuperseded):
+        tiny_backend.rank_project(7, progress=deploy_meanwhile)
+    assert tiny_backend.rankings[7]["stage"] == "superseded" and fake.model_version != old.name
+    assert tiny_backend.rank_project(7).model_version == new.name == fake.model_version

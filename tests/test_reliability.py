@@ -45,6 +45,28 @@ def test_secrets_never_reach_logs_or_answers(tiny_backend, client, caplog):
     assert secret not in repr(tiny_backend.settings)
 
 
+def test_a_password_inside_label_studio_url_never_reaches_errors_or_health(tiny_settings, caplog):
+    import dataclasses
+
+    from raner_backend.server.app import create_app
+    from raner_backend.service import Backend
+    from raner_backend.training.ls_client import LabelStudioClient
+
+    assert LabelStudioClient("http://ops:pa55word@127.0.0.1:9/", "k").shown_url == "http://127.0.0.1:9"
+    assert LabelStudioClient("http://127.0.0.1:9/ls", "k").shown_url == "http://127.0.0.1:9/ls"
+    caplog.set_level(logging.DEBUG)
+    backend = Backend(dataclasses.replace(tiny_settings, label_studio_url="http://ops:pa55word@127.0.0.1:9")).start()
+    backend.attach_training()
+    client = create_app(backend).test_client()
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 13}})
+    deadline = time.time() + 30
+    while time.time() < deadline and not backend.trainer.status().get("13", {}).get("last_error"):
+        time.sleep(0.1)
+    error = backend.trainer.status()["13"]["last_error"]
+    assert "127.0.0.1:9" in error and "pa55word" not in error
+    assert "pa55word" not in caplog.text and "pa55word" not in json.dumps(client.get("/health").json)
+
+
 def test_a_storm_of_annotation_webhooks_answers_fast_and_trains_at_most_twice(client, tiny_backend):
     slowest = 0.0
     for i in range(100):

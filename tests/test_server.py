@@ -102,6 +102,36 @@ def test_predict_rejects_bad_tasks_with_a_message(client):
         assert r.json["error"], raw
 
 
+def test_one_unreadable_task_among_many_gets_an_empty_prediction_and_a_logged_reason(client, caplog):
+    body = predict_body(["马云在杭州创办了阿里巴巴。", "今天天气很好。", "李鹏在北京会见了日本客人。"])
+    body["tasks"][1]["data"] = {"text": 2024}
+    body["tasks"].insert(2, "not a task")
+    with caplog.at_level("WARNING", logger="raner_backend.service"):
+        r = client.post("/predict", json=body)
+    assert r.status_code == 200
+    results = r.json["results"]
+    assert len(results) == 4 and results[1]["result"] == [] and results[2]["result"] == []
+    assert results[1]["score"] == 1.0  # sinks to the end of the queue instead of leading it
+    alone = client.post("/predict", json=predict_body(["马云在杭州创办了阿里巴巴。", "李鹏在北京会见了日本客人。"]))
+    assert [results[0], results[3]] == alone.json["results"]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "task #1 (id 2): data.text is missing or not a string" in logged and "task #2 has no 'data'" in logged
+
+
+def test_project_ids_in_every_form_label_studio_sends_and_none_other():
+    from raner_backend.service import project_id_of
+
+    for value in (7, "7", "7.1712345678", {"id": 7}, {"id": "7"}, " 7"):
+        assert project_id_of(value) == 7, value
+    for value in (None, True, 0, -3, "x1", "²", "7²", "٣", {"id": None}, [7], 2**63):
+        assert project_id_of(value) is None, value
+
+
+def test_odd_project_ids_on_open_routes_are_never_a_server_error(client):
+    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": "²"}).status_code == 200
+    assert client.get("/versions?project=7²").status_code == 400
+
+
 def test_ner_endpoint(client):
     one = client.post("/ner", json={"text": "马云在杭州"})
     assert one.status_code == 200

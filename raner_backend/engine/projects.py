@@ -27,6 +27,10 @@ from .predictor import Predictor
 log = logging.getLogger(__name__)
 
 
+class ModelUnavailable(RuntimeError):
+    """The version that serves a project could not be loaded (the message says why)."""
+
+
 class ProjectModels:
     def __init__(self, registry: Registry, build: Callable[[VersionInfo], Predictor], max_loaded: int = 8):
         self.registry = registry
@@ -84,7 +88,10 @@ class ProjectModels:
             if predictor is not None:
                 self._loaded.move_to_end(name)
                 return predictor
-        return self._load(name).result()
+        try:
+            return self._load(name).result()
+        except Exception as exc:  # logged by the load; the caller gets the reason, the next request retries
+            raise ModelUnavailable(f"model version {name} could not be loaded: {type(exc).__name__}: {exc}") from None
 
     def prepare(self, project: int | None = None) -> None:
         """Start loading the version that serves ``project`` (returns at once)."""
@@ -105,9 +112,13 @@ class ProjectModels:
 
     def _build(self, name: str) -> Predictor:
         try:
-            predictor = self.build(self.registry.get(name))
-            self._keep(predictor)
+            with self._serving:  # the version's exports stay while it is built from them
+                predictor = self.build(self.registry.get(name))
+                self._keep(predictor)
             return predictor
+        except Exception as exc:
+            log.error("could not load model version %s: %s: %s", name, type(exc).__name__, exc)
+            raise
         finally:
             with self._lock:
                 self._loading.pop(name, None)
@@ -142,6 +153,7 @@ class ProjectModels:
             with self._lock:
                 predictor = self._loaded.get(info.name)
             predictor = predictor or self.build(info)
+            self._keep(predictor)  # loaded before it serves: a request never loads it a second time
             if record:
                 self.registry.set_current(info.name, project)
             with self._lock:
@@ -151,7 +163,6 @@ class ProjectModels:
                     self._own[project] = info.name
             if record:
                 self._drop_idle_exports()
-        self._keep(predictor)
         log.info("project %s is served by model version %s (%s)", "default" if project is None else project,
                  info.name, predictor.backend.name)
         return predictor

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..service import Backend, BadRequest, Unavailable, project_id_of
+from ..service import Backend, BadRequest, ModelUnavailable, Unavailable, project_id_of
 from ..model.registry import RegistryError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ def create_app(backend: Backend) -> Flask:
         return jsonify(error=str(exc)), 400
 
     @app.errorhandler(Unavailable)
-    def unavailable(exc: Unavailable):
+    @app.errorhandler(ModelUnavailable)
+    def unavailable(exc: Exception):
         log.warning("%s: %s", request.path, exc)
         return jsonify(error=str(exc)), 503
 
@@ -114,7 +115,8 @@ def create_app(backend: Backend) -> Flask:
         started = time.perf_counter()
         predictions = backend.predict_tasks(tasks, body.get("label_config"), body.get("project"))
         for task, p in zip(tasks, predictions):
-            log.debug("task %s: score %.4f %s", task.get("id"), p.score, p.components)
+            log.debug("task %s: score %.4f %s", task.get("id") if isinstance(task, dict) else None, p.score,
+                      p.components)
         model_version = backend.model_version(body.get("project"))
         # One line per request: a Retrieve Predictions of 10,000 tasks is one request.
         log.info("/predict: %d tasks of project %s answered by %s in %.2f s", len(predictions), body.get("project"),

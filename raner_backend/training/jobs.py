@@ -1,8 +1,11 @@
 """When to train: webhook events counted and debounced per project, one job at a time.
 
-``START_TRAINING`` trains now; annotation events count towards a threshold and are debounced
-(a burst becomes one job); anything else is ignored. A project never has more than one job
-running and one queued, so a storm of events gives one training plus at most one more.
+``START_TRAINING`` trains now; annotation events count towards a threshold, and the training
+they trigger starts ``debounce_s`` later (a burst becomes one job; a steady stream of saves cannot
+put it off for ever); anything else is ignored. One worker thread runs the jobs of every project,
+oldest request first, so no project trains beside another and a storm of webhooks (for any number
+of projects) never makes threads. A project never has more than one job running and one queued,
+so a storm of events gives one training plus at most one more.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,7 +28,8 @@ TRAIN_NOW = "START_TRAINING"
 class ProjectState:
     new_annotations: int = 0
     running: bool = False
-    queued: bool = False
+    waiting: bool = False  # its job waits for the worker
+    queued: bool = False  # another job after the running one
     jobs_started: int = 0
     progress: dict = field(default_factory=dict)
     last_error: str | None = None
@@ -32,7 +37,7 @@ class ProjectState:
     timer: threading.Timer | None = field(default=None, repr=False)
 
     def public(self) -> dict:
-        return {"state": "running" if self.running else "queued" if self.queued else "idle",
+        return {"state": "running" if self.running else "queued" if self.waiting else "idle",
                 "new_annotations": self.new_annotations, "jobs_started": self.jobs_started,
                 "progress": self.progress, "last_error": self.last_error, "last_result": self.last_result}
 
@@ -46,7 +51,9 @@ class TrainingManager:
         self.threshold = max(1, threshold)
         self.debounce_s = debounce_s
         self._lock = threading.Lock()
-        self._run_lock = threading.Lock()  # one training at a time on this machine
+        self._work = threading.Condition(self._lock)
+        self._waiting: deque[int] = deque()  # projects whose job waits for the worker, oldest first
+        self._worker: threading.Thread | None = None
         self._projects: dict[int, ProjectState] = {}
 
     def _state(self, project_id: int) -> ProjectState:
@@ -64,48 +71,58 @@ class TrainingManager:
             state.new_annotations += 1
             if state.new_annotations < self.threshold:
                 return f"counted ({state.new_annotations}/{self.threshold})"
-            if state.timer is not None:
-                state.timer.cancel()
-            state.timer = threading.Timer(self.debounce_s, self.request, args=(project_id,))
-            state.timer.daemon = True
-            state.timer.start()
+            if state.timer is None:
+                state.timer = threading.Timer(self.debounce_s, self.request, args=(project_id,))
+                state.timer.daemon = True
+                state.timer.start()
         return "training scheduled (debounced)"
 
     def request(self, project_id: int) -> None:
+        """Train the project as soon as the worker is free (once more after its running job)."""
         with self._lock:
             state = self._state(project_id)
-            state.timer = None
+            if state.timer is not None:
+                state.timer.cancel()  # harmless when the timer itself is calling
+                state.timer = None
             if state.running:
                 state.queued = True
                 return
-            state.running = True
-            state.new_annotations = 0
-        threading.Thread(target=self._worker, args=(project_id,), name=f"train-{project_id}", daemon=True).start()
+            if not state.waiting:
+                state.waiting, state.new_annotations = True, 0
+                self._waiting.append(project_id)
+                self._work.notify()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run_jobs, name="training", daemon=True)
+                self._worker.start()
 
-    def _worker(self, project_id: int) -> None:
+    def _run_jobs(self) -> None:
         while True:
-            state = self._projects[project_id]
-            with self._run_lock:
-                with self._lock:
-                    state.jobs_started += 1
-                    state.progress = {"stage": "starting", "started": time.time()}
-                try:
-                    result = self.job(project_id, lambda p: self._report(project_id, p))
-                    with self._lock:
-                        state.last_result, state.last_error = result, None
-                except Exception as exc:  # a failed job must never take the service down
-                    log.error("training for project %s failed: %s", project_id, exc)
-                    log.debug("%s", traceback.format_exc())
-                    with self._lock:
-                        state.last_error = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                while not self._waiting:
+                    self._work.wait()
+                project_id = self._waiting.popleft()
+                state = self._projects[project_id]
+                state.waiting, state.running = False, True
+                state.jobs_started += 1
+                state.progress = {"stage": "starting", "started": time.time()}
+            self._run_one(project_id, state)
             with self._lock:
                 state.progress = dict(state.progress, stage="finished")
-                if state.queued:
-                    state.queued = False
-                    state.new_annotations = 0
-                    continue
                 state.running = False
-                return
+                if state.queued:
+                    state.queued, state.waiting, state.new_annotations = False, True, 0
+                    self._waiting.append(project_id)
+
+    def _run_one(self, project_id: int, state: ProjectState) -> None:
+        try:
+            result = self.job(project_id, lambda p: self._report(project_id, p))
+            with self._lock:
+                state.last_result, state.last_error = result, None
+        except Exception as exc:  # a failed job must never take the service down
+            log.error("training for project %s failed: %s", project_id, exc)
+            log.debug("%s", traceback.format_exc())
+            with self._lock:
+                state.last_error = f"{type(exc).__name__}: {exc}"
 
     def _report(self, project_id: int, progress: dict) -> None:
         with self._lock:
@@ -117,4 +134,4 @@ class TrainingManager:
 
     def busy(self) -> bool:
         with self._lock:
-            return any(s.running for s in self._projects.values())
+            return any(s.running or s.waiting for s in self._projects.values())

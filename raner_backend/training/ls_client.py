@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,16 @@ class LabelStudioClient:
         self._timeout = timeout
         self._client = None
 
+    @property
+    def shown_url(self) -> str:
+        """The URL without a user or password in it, for messages and logs."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc)) if parts.username or parts.password else self.url
+
     def __repr__(self) -> str:
-        return f"LabelStudioClient({self.url!r})"
+        return f"LabelStudioClient({self.shown_url!r})"
 
     @property
     def client(self):
@@ -42,7 +51,7 @@ class LabelStudioClient:
         except Exception as exc:  # the SDK raises many kinds; report them as one, without secrets
             status = getattr(exc, "status_code", None)
             detail = f"HTTP {status}" if status else type(exc).__name__
-            raise LabelStudioError(f"Label Studio {what} failed ({detail}) at {self.url}") from None
+            raise LabelStudioError(f"Label Studio {what} failed ({detail}) at {self.shown_url}") from None
 
     def label_config(self, project_id: int) -> str:
         return self._call("project lookup", lambda: self.client.projects.get(id=project_id).label_config)
