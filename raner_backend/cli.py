@@ -246,7 +246,11 @@ def cmd_rollback(args, settings: Settings) -> int:
 def cmd_predict(args, settings: Settings) -> int:
     from .service import Backend
 
-    backend = Backend(settings).start()
+    from .model.registry import Registry
+
+    # a backend serving this MODEL_DIR owns its staging area and pointers: only an empty one is set up here
+    first_run = Registry(settings.model_dir).current() is None
+    backend = Backend(settings).start(install=first_run, preload=False)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin]
     print(json.dumps(backend.ner(texts), ensure_ascii=False, indent=1))
     return 0
@@ -257,7 +261,7 @@ def cmd_rank(args, settings: Settings) -> int:
     from .service import Backend
     from .training.ls_client import LabelStudioError
 
-    backend = Backend(settings).start(install=False)
+    backend = Backend(settings).start(install=False, preload=False)
     bars = None if args.quiet else StageBars()
     try:
         report = backend.rank_project(args.project, progress=bars)

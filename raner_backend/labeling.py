@@ -152,75 +152,89 @@ def parse_label_config(
             'e.g. value="$text"'
         )
 
+    value_type = str((getattr(text, "attr", None) or {}).get("valueType") or "text")
+    if value_type.lower() != "text":
+        raise LabelConfigError(
+            f"<Text name={text.name!r}> has valueType={value_type!r}: Label Studio then loads the text from the "
+            f"URL in data.{value[1:]}, which this backend does not fetch; import the text itself "
+            '(valueType="text", the default)'
+        )
     config_labels = _control_labels(interface, control)
     to_model = _map_labels(config_labels, model_types, label_map, control.name)
     return LabelSchema(from_name=control.name, to_name=text.name, data_key=value[1:],
                        to_model=to_model)
 
 
-def _control_labels(interface, control) -> list[str]:
-    """The control's label names in config order (``alias`` over ``value``, as Label Studio saves)."""
-    labels = [str(v) for v in (control.labels or [])]
+def _control_labels(interface, control) -> dict[str, str]:
+    """The control's labels in config order, as Label Studio saves them (``alias`` over ``value``),
+    each with its ``value`` (a label ``<Label value="Person" alias="P"/>`` is saved as P and still
+    names a person)."""
+    attrs = getattr(control, "labels_attrs", None) or {}
+    labels = {str(v): str(getattr(attrs.get(v), "attr", {}).get("value") or v) for v in (control.labels or [])}
     if labels:
         return labels
     # The SDK only recognises ``<Label>`` spelled that way; Label Studio's editor reads tag names
     # case-insensitively. Read the children of this control from the parsed tree ourselves.
     tree = getattr(interface, "_tree", None)
     if tree is None:
-        return []
+        return {}
     for element in tree.iter():
         if isinstance(element.tag, str) and element.attrib.get("name") == control.name:
-            out = []
+            out: dict[str, str] = {}
             for child in element.iter():
                 if child is element or not isinstance(child.tag, str):
                     continue
                 if child.tag.lower() == "label":
                     name = child.attrib.get("alias") or child.attrib.get("value")
-                    if name and name not in out:
-                        out.append(name)
+                    if name:
+                        out.setdefault(name, child.attrib.get("value") or name)
             return out
-    return []
+    return {}
 
 
 def _map_labels(
-    config_labels: list[str],
+    config_labels: Mapping[str, str],
     model_types: tuple[str, ...],
     label_map: Mapping[str, str] | None,
     control_name: str,
 ) -> dict[str, str]:
+    """``config_labels``: each label as saved (alias or value) -> its value. A label maps by
+    ``LABEL_MAP``, then by a model type's name or a built-in alias, tried on the saved name and
+    then on the value."""
     if not config_labels:
         raise LabelConfigError(f"<Labels name={control_name!r}> has no <Label value=\"...\"/> children")
     by_norm_type = {_norm(t): t for t in model_types}
-    user: dict[str, str] = {}
-    for name, target in (label_map or {}).items():
-        if name not in config_labels:
-            continue  # one backend serves many projects; LABEL_MAP applies where its labels are
-        kind = by_norm_type.get(_norm(str(target)))
-        if kind is None:
-            raise LabelConfigError(
-                f"LABEL_MAP maps {name!r} to {target!r}, which is not a model entity type "
-                f"({', '.join(model_types)})"
-            )
-        user[name] = kind
-
     to_model: dict[str, str] = {}
-    for label in config_labels:
-        if label in user:
-            to_model[label] = user[label]
-            continue
-        key = _norm(label)
-        kind = by_norm_type.get(key)
-        if kind is None:
-            alias = BUILTIN_ALIASES.get(key)
-            kind = alias if alias in model_types else None
-        if kind is not None:
-            to_model[label] = kind
+    for label, value in config_labels.items():
+        for name in dict.fromkeys((label, value)):
+            kind = _mapped(name, by_norm_type, model_types, label_map)
+            if kind is not None:
+                to_model[label] = kind
+                break
 
     new = [label for label in config_labels if label not in to_model]
     if new:
         log.info("label config: %s are entity types of the project's own (learned from its annotations; "
                  "set LABEL_MAP to map a label to one of %s)", ", ".join(map(repr, new)), ", ".join(model_types))
     return {label: to_model.get(label, label) for label in config_labels}
+
+
+def _mapped(name: str, by_norm_type: Mapping[str, str], model_types: tuple[str, ...],
+            label_map: Mapping[str, str] | None) -> str | None:
+    if label_map and name in label_map:
+        kind = by_norm_type.get(_norm(str(label_map[name])))
+        if kind is None:
+            raise LabelConfigError(
+                f"LABEL_MAP maps {name!r} to {label_map[name]!r}, which is not a model entity type "
+                f"({', '.join(model_types)})"
+            )
+        return kind
+    key = _norm(name)
+    kind = by_norm_type.get(key)
+    if kind is None:
+        alias = BUILTIN_ALIASES.get(key)
+        kind = alias if alias in model_types else None
+    return kind
 
 
 def region_id(text: str, start: int, end: int, label: str) -> str:

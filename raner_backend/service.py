@@ -223,15 +223,15 @@ class Backend:
         self.trainer = None  # set by attach_training()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, install: bool = True) -> "Backend":
-        """Serve the default version and start loading the projects' own versions; ``install=False``
-        only reads ``MODEL_DIR`` (for commands that run next to a serving backend, which owns its
-        staging area and its pointers)."""
+    def start(self, install: bool = True, preload: bool = True) -> "Backend":
+        """Serve the default version and (``preload``) start loading the projects' own versions;
+        ``install=False`` only reads ``MODEL_DIR`` (for commands that run next to a serving backend,
+        which owns its staging area and its pointers)."""
         current = install_default_model(self.settings, self.runtime) if install else self.registry.current()
         if current is None:
             raise FileNotFoundError(f"no model version in {self.settings.model_dir}: run `raner-backend setup`")
         self.models.serve(current, record=install)
-        for project in self.registry.projects()[: self.settings.max_loaded_models - 1]:
+        for project in self.registry.projects()[: self.settings.max_loaded_models - 1] if preload else ():
             self.models.prepare(project)
         return self
 
@@ -467,7 +467,8 @@ class Backend:
         report({"stage": "training", "examples": len(pairs), "skipped": len(skipped)})
         result = fine_tune(served, tokenizer, states, [e for _, e in pairs], self.base_data("msra_train.txt", 20000),
                            self.base_data("msra_test.txt", 300), cfg, project_types=schema.entity_types,
-                           replay_types=self.default_types(), progress=lambda p: report({"stage": "training", **p}))
+                           replay_types=self.default_types(), progress=lambda p: report({"stage": "training", **p}),
+                           task_ids=[task_id for task_id, _ in pairs])
         note = self.deploy(result, current, project_id, len(skipped))
         if note.get("version") and self.settings.rank_after_deploy:
             try:
@@ -531,6 +532,9 @@ class Backend:
 
         def stage(name: str, done: int, total: int) -> None:
             served = self.models.version(project_id)
+            if served == predictor.version:  # ... and on disk: `raner-backend rank` runs beside a serving backend
+                on_disk = self.registry.current(project_id)
+                served = on_disk.name if on_disk is not None else served
             if served != predictor.version:
                 raise RankingSuperseded(f"project {project_id} is served by {served} now, not {predictor.version}")
             # a new dict each time: /health copies the map while this thread writes it

@@ -371,3 +371,12 @@ def test_an_unexpected_error_skips_only_that_task():
     examples, reasons = run([Hostile(id=1), task([annotation([])], tid=2)])
     assert [tid for tid, _ in examples] == [2]
     assert len(reasons) == 1 and "boom" in reasons[0].reason
+
+
+def test_a_reviewers_ground_truth_decides_over_a_later_annotation():
+    truth = annotation([region(0, 2, "人名"), region(3, 5, "地名")], aid=61, updated="2024-05-01T10:00:00.000000Z")
+    truth["ground_truth"] = True
+    later = annotation([region(0, 2, "人名")], aid=62, updated="2024-05-02T10:00:00.000000Z")
+    assert spans_of([task([truth, later])]) == (Span(0, 2, "PER"), Span(3, 5, "LOC"))
+    truth["ground_truth"] = False
+    assert spans_of([task([truth, later])]) == (Span(0, 2, "PER"),)

@@ -72,3 +72,21 @@ def test_a_malformed_setting_stops_the_start_with_its_name(capsys, monkeypatch):
     monkeypatch.setenv("PORT", "ninety")
     assert main(["serve"]) == 2
     assert "PORT='ninety' is not a valid int" in capsys.readouterr().err
+
+
+def test_predict_beside_a_serving_backend_leaves_its_staging_and_pointers_alone(tiny_settings, monkeypatch, capsys):
+    import json
+
+    from raner_backend.cli import main
+    from raner_backend.model.registry import Registry
+
+    registry = Registry(tiny_settings.model_dir)
+    writing = registry.new_staging()  # a deployment the serving backend is writing
+    (writing / "head.safetensors").write_bytes(b"half written")
+    pointer = (tiny_settings.model_dir / "CURRENT").read_bytes()
+    for name in ("model_dir", "cache_dir", "base_model"):
+        monkeypatch.setenv(name.upper(), str(getattr(tiny_settings, name)))
+    assert main(["predict", "马云在杭州"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["entities"] is not None
+    assert (writing / "head.safetensors").read_bytes() == b"half written"
+    assert (tiny_settings.model_dir / "CURRENT").read_bytes() == pointer

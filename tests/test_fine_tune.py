@@ -162,3 +162,25 @@ def test_the_guard_refuses_a_candidate_that_loses_a_well_supported_type():
     deploy, reason = deploy_verdict(served, _scores(0.95, {"PER": {"f1": 0.6, "support": 8}}), 0.5, 40)
     assert not deploy and "types that lost: PER" in reason
     assert deploy_verdict(served, _scores(0.95, {"PER": {"f1": 0.6, "support": 4}}), 0.5, 40)[0]  # too few to read
+
+
+def test_a_task_keeps_its_side_of_the_held_out_split_as_annotations_are_added():
+    ids = list(range(100, 150))
+    train, held = split_held_out(ids, 0.2, seed=13, keys=ids)
+    assert 4 <= len(held) <= 18 and sorted(train + held) == ids
+    more = ids + list(range(150, 160))
+    train_more, held_more = split_held_out(more, 0.2, seed=13, keys=more)
+    assert set(held) <= set(held_more) and set(train) <= set(train_more), "nothing trained on is held out later"
+    assert split_held_out(ids[::-1], 0.2, seed=13, keys=ids[::-1])[1] == sorted(held, reverse=True)
+    assert split_held_out([7, 8], 0.2, seed=13, keys=[7, 8])[1] in ([7], [8]), "two tasks: one of each side"
+
+
+def test_one_annotated_task_is_refused_for_there_is_nothing_to_check_a_candidate_on(tiny_model):
+    import pytest
+
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    served = HeadBundle.load(root / "model")
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        fine_tune(served, runtime.tokenizer, _states(runtime, served), [Example("今天天气很好。", (Span(2, 4, "ORG"),))],
+                  tiny_examples(), tiny_examples(), TrainConfig(epochs=1))

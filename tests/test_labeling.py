@@ -201,3 +201,19 @@ def test_to_regions_are_valid_predictions_for_the_sdk():
     interface = LabelInterface(xml)
     assert interface.validate_prediction({"model_version": "v", "score": 0.5, "result": regions},
                                          return_errors=True) == []
+
+
+def test_a_label_saved_under_its_alias_keeps_the_type_its_value_names():
+    xml = ('<View><Labels name="l" toName="t"><Label value="Person" alias="P"/><Label value="地名"/>'
+           '<Label value="Drug" alias="D"/></Labels><Text name="t" value="$text"/></View>')
+    assert parse_label_config(xml).to_model == {"P": "PER", "地名": "LOC", "D": "D"}
+    assert parse_label_config(xml, label_map={"Drug": "ORG"}).to_model["D"] == "ORG", "LABEL_MAP by value"
+    assert parse_label_config(xml, label_map={"D": "ORG"}).to_model["D"] == "ORG", "LABEL_MAP by alias"
+
+
+def test_a_text_loaded_from_a_url_is_refused_with_the_reason():
+    xml = ('<View><Labels name="l" toName="t"><Label value="PER"/></Labels>'
+           '<Text name="t" value="$url" valueType="url"/></View>')
+    with pytest.raises(LabelConfigError, match="valueType='url'"):
+        parse_label_config(xml)
+    assert parse_label_config(xml.replace(' valueType="url"', ' valueType="text"')).data_key == "url"

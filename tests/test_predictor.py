@@ -170,6 +170,7 @@ def test_a_failing_batch_reaches_its_callers_and_the_coalescer_survives(runtime,
     ("  ", 0, 2, None),
     ("Москва的天气", 1, 4, (0, 6)),
     ("@Jay_Chou 新歌", 1, 4, (1, 9)),  # a handle is one word
+    ("Beyonce\u0301在北京", 0, 7, (0, 8)),  # a combining accent belongs to its letter
 ])
 def test_entities_snap_to_words(text, start, end, expected):
     from raner_backend.engine.predictor import snap_to_words

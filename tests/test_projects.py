@@ -305,3 +305,22 @@ def test_a_ranking_whose_version_stops_serving_stops_and_never_sets_the_old_vers
         tiny_backend.rank_project(7, progress=deploy_meanwhile)
     assert tiny_backend.rankings[7]["stage"] == "superseded" and fake.model_version != old.name
     assert tiny_backend.rank_project(7).model_version == new.name == fake.model_version
+
+
+def test_a_ranking_beside_a_serving_backend_stops_when_that_backend_deploys(tiny_backend, monkeypatch):
+    from raner_backend.service import Backend, RankingSuperseded
+
+    fake = FakeLabelStudio(["张伟在北京工作。", "李娜去了上海。"])
+    monkeypatch.setattr("raner_backend.training.ls_client.LabelStudioClient", lambda *a, **k: fake)
+    command = Backend(tiny_backend.settings).start(install=False, preload=False)  # `raner-backend rank`
+    old = tiny_backend.registry.get(tiny_backend.models.version(3))
+    staging = tiny_backend.registry.staged_copy(old.path, ("head.safetensors", "head_config.json", "head.onnx"))
+    new = tiny_backend.registry.commit(staging, {**old.manifest, "project": 3, "parent": old.name}, make_current=False)
+
+    def server_deploys(stage, done, total):
+        if stage == "predict" and done == 0:
+            tiny_backend.models.serve(new, 3)  # the serving process, not the command's
+
+    with pytest.raises(RankingSuperseded):
+        command.rank_project(3, progress=server_deploys)
+    assert fake.model_version != old.name

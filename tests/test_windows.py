@@ -140,6 +140,18 @@ def test_lru_size_zero_disables_cache():
     assert cache.get("a") is None and len(cache) == 0
 
 
+def test_lru_holds_a_bounded_number_of_characters_not_only_of_texts():
+    cache = LruCache(100, max_chars=10)
+    cache.put("一二三四", 1)
+    cache.put("五六七八", 2)
+    cache.put("九十甲", 3)  # 11 characters: the oldest goes
+    assert cache.get("一二三四") is None and cache.get("五六七八") == 2 and cache.get("九十甲") == 3
+    cache.put("五六七八", 20)  # a refreshed key is counted once
+    assert len(cache) == 2 and cache.get("九十甲") == 3
+    cache.put("长" * 11, 4)  # longer than the whole budget: not cached, nothing evicted
+    assert cache.get("长" * 11) is None and len(cache) == 2
+
+
 def test_lru_miss_returns_none():
     assert LruCache(3).get("nothing") is None
 

@@ -14,6 +14,7 @@ import bisect
 import re
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -40,8 +41,11 @@ def model_text(text: str) -> str:
 
 
 def _in_word(ch: str) -> bool:
-    """Part of a word written in an alphabet (Latin, Cyrillic, digits, ``_`` of handles), not a Han character."""
-    return ch == "_" or ch.isalnum() and not ("\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0003ffff")
+    """Part of a word written in an alphabet (Latin, Cyrillic, digits, ``_`` of handles, and the
+    combining accents written after a letter: ``Beyonce\u0301``), not a Han character."""
+    if ch == "_" or unicodedata.category(ch).startswith("M"):
+        return True
+    return ch.isalnum() and not ("\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0003ffff")
 
 
 def snap_to_words(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -160,27 +164,39 @@ class _Window:
     embedding_count: int = 0
 
 
+CACHE_CHARS = 2_000_000  # characters of text a results cache holds (~16 bytes a character with its result)
+
+
 class LruCache:
-    def __init__(self, size: int):
+    """Least recently used results, at most ``size`` texts and ``max_chars`` characters of them:
+    a count alone would let a few thousand long tasks hold gigabytes per loaded version."""
+
+    def __init__(self, size: int, max_chars: int = CACHE_CHARS):
         self.size = size
+        self.max_chars = max_chars
         self._data: OrderedDict = OrderedDict()
+        self._chars = 0
         self._lock = threading.Lock()
 
-    def get(self, key):
+    def get(self, key: str):
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key, value) -> None:
-        if self.size <= 0:
+    def put(self, key: str, value) -> None:
+        if self.size <= 0 or len(key) > self.max_chars:
             return
         with self._lock:
+            if key in self._data:
+                self._chars -= len(key)
             self._data[key] = value
             self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self._chars += len(key)
+            while len(self._data) > self.size or self._chars > self.max_chars:
+                evicted, _ = self._data.popitem(last=False)
+                self._chars -= len(evicted)
 
     def __len__(self) -> int:
         return len(self._data)

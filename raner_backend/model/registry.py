@@ -68,6 +68,16 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries (a rename inside it), to the disk: a version or
+    pointer written just before a power cut is then there, whole, after it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Registry:
     def __init__(self, model_dir: Path):
         self.root = Path(model_dir)
@@ -156,8 +166,11 @@ class Registry:
         fd, tmp = tempfile.mkstemp(prefix="CURRENT.", dir=pointer.parent)
         with os.fdopen(fd, "w") as handle:
             handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, pointer)
+        fsync_path(pointer.parent)
         return info
 
     def serving(self) -> set[str]:
@@ -220,8 +233,12 @@ class Registry:
         name = f"raner-{number}-{sha256_of(staging / weights_file)[:8]}"
         manifest = dict(manifest, version=name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         write_json_atomic(staging / MANIFEST, manifest)
+        for path in staging.iterdir():
+            if path.is_file():
+                fsync_path(path)
         os.chmod(staging, 0o755)
         os.rename(staging, self.versions_dir / name)
+        fsync_path(self.versions_dir)
         info = self.get(name)
         if make_current:
             self.set_current(name, info.project)

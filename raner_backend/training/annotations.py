@@ -41,8 +41,8 @@ def examples_from_export(
     """(task id, :class:`Example`) for each usable task of a Label Studio JSON export, and the
     reasons for everything left out.
 
-    The latest non-cancelled annotation of a task decides it (by ``updated_at``, then
-    ``created_at``, then ``id``).
+    A task's non-cancelled annotation marked ground truth decides it, else its latest (by
+    ``updated_at``, then ``created_at``, then ``id``).
     """
     examples: list[tuple[int, Example]] = []
     reasons: list[SkipReason] = []
@@ -122,7 +122,7 @@ def _task_example(task, position, schema: LabelSchema, skip) -> tuple[int, Examp
              else "the task has no annotations")
         return None
 
-    annotation = max(candidates, key=_recency)
+    annotation = max(candidates, key=_precedence)
     annotation_id = annotation.get("id")
     result = annotation.get("result")
     if not isinstance(result, list):
@@ -300,6 +300,11 @@ def _timestamp(value) -> datetime:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=timezone.utc)
     return stamp
+
+
+def _precedence(annotation: dict):
+    """A reviewer's ground truth first, then the latest."""
+    return (_truthy(annotation.get("ground_truth")), *_recency(annotation))
 
 
 def _recency(annotation: dict):

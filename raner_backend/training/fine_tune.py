@@ -10,6 +10,7 @@ loss sums over those paths (``CRF.nll`` with ``allowed``) instead of teaching th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import random
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # fp32 states (both scored on INT8 states), the new type and the project's own texts the same within
 # the seeds' spread (benchmarks/new_type.py --train-engine, README "Projects, versions and labels").
 TRAINING_STATES = "torch"
+MIN_PROJECT_EXAMPLES = 2  # annotated tasks a training needs: one is held out for the deploy guard
 MAX_NEW_SHARE = 0.15  # project data is at most ~15 % of each epoch; the rest is replayed base data
 MIN_STEPS = 100  # a project's training makes at least this many optimizer steps ...
 MAX_REPEATS = 20  # ... by showing its examples up to this many times an epoch
@@ -105,13 +107,29 @@ def project_repeats(train_ex: Sequence[Example], replay_pool: Sequence[Example],
     return max(1, min(MAX_REPEATS, math.ceil(MIN_STEPS / max(1.0, steps))))
 
 
-def split_held_out(examples: Sequence, share: float, seed: int) -> tuple[list, list]:
-    """A held-out part of the project's annotations for early stopping and the deploy guard."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_held = max(1, int(round(len(examples) * share))) if len(examples) >= 2 else 0
+def split_held_out(examples: Sequence, share: float, seed: int, keys: Sequence | None = None) -> tuple[list, list]:
+    """A held-out part of the project's annotations for early stopping and the deploy guard.
+
+    With ``keys`` (Label Studio task ids) a task's side follows from its id alone, so it keeps it as
+    annotations are added: the served model, trained on the training side of an earlier split, is
+    never scored on a task it learned from (a shuffle of positions would move most of them)."""
+    if keys is None:
+        order = list(range(len(examples)))
+        random.Random(seed).shuffle(order)
+        n_held = round(len(examples) * share)
+    else:
+        fraction = [_stable_fraction(key, seed) for key in keys]
+        order = sorted(range(len(examples)), key=fraction.__getitem__)
+        n_held = sum(f < share for f in fraction)
+    n_held = min(max(1, n_held), len(examples) - 1) if len(examples) >= 2 else 0
     held = sorted(order[:n_held])
     return [examples[i] for i in sorted(order[n_held:])], [examples[i] for i in held]
+
+
+def _stable_fraction(key, seed: int) -> float:
+    """Where ``key`` falls in [0, 1), the same in every process (unlike ``hash`` of a string)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def scores_of(bundle: HeadBundle, items: Sequence[Item], types: Sequence[str]) -> dict:
@@ -125,17 +143,20 @@ def fine_tune(served: HeadBundle, tokenizer, states: torch.nn.Module, project: S
               replay_pool: Sequence[Example], probe: Sequence[Example], cfg: TrainConfig, project_types: Sequence[str] = (),
               replay_types: Sequence[str] = DEFAULT_SCHEME.entity_types, partial: bool = True,
               held_out_share: float = 0.2, project_share: float = MAX_NEW_SHARE,
-              progress: Callable[[dict], None] | None = None) -> FineTuneResult:
+              progress: Callable[[dict], None] | None = None, task_ids: Sequence | None = None) -> FineTuneResult:
     """Train a copy of ``served``, grown to ``project_types`` (the project's entity types; default:
     the types in its examples), on ``project`` (+ replay), then apply the deploy guard: deploy only
     if held-out F1 is not worse than the served model's beyond chance, nor much worse for a
     well-supported type.
-    ``states``: fp32 encoder states (``TRAINING_STATES``; see ``items_for``)."""
+    ``states``: fp32 encoder states (``TRAINING_STATES``; see ``items_for``). ``task_ids`` (one per
+    example) keep each task on its side of the held-out split from one training to the next.
+    Fewer than two examples leave nothing to check a candidate on: ValueError."""
     started = time.time()
+    if len(project) < MIN_PROJECT_EXAMPLES:
+        raise ValueError(f"{len(project)} usable annotated task(s): at least {MIN_PROJECT_EXAMPLES} are needed, "
+                         "one of them held out to check the new model against the served one")
     project_types = tuple(project_types) or tuple(dict.fromkeys(s.label for e in project for s in e.spans))
-    train_ex, held_ex = split_held_out(list(project), held_out_share, cfg.seed)
-    if not train_ex:
-        train_ex = list(project)
+    train_ex, held_ex = split_held_out(list(project), held_out_share, cfg.seed, task_ids)
     repeats = project_repeats(train_ex, replay_pool, cfg, project_share)
     n_replay = min(len(replay_pool), math.ceil(len(train_ex) * repeats * (1 - project_share) / project_share))
     replay = random.Random(cfg.seed).sample(list(replay_pool), n_replay) if n_replay else []
