@@ -1,4 +1,5 @@
-"""``raner-backend``: setup, serve, train, distill, combine, evaluate, predict, versions, rollback, rank."""
+"""raner-backend: a Label Studio ML backend for Chinese named entities. Start with `setup` (once), then
+`serve`; `predict "马云在杭州"` tries the model without Label Studio."""
 from __future__ import annotations
 
 import argparse
@@ -314,6 +315,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", help=MODEL_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    # In the order a newcomer meets them: set up, serve, try; then versions and the queue; then the
+    # commands that make models.
+    setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")
+    setup.add_argument("--verbose", action="store_true",
+                       help="show the exporters' output (otherwise in CACHE_DIR/logs/setup.log)")
+    setup.set_defaults(func=cmd_setup)
+
+    serve = sub.add_parser("serve", help="run the Label Studio ML backend")
+    serve.add_argument("--host", help="address to listen on (default: HOST, else 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: PORT, else 9090)")
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(func=cmd_serve)
+
+    predict = sub.add_parser("predict", help="entities of texts given as arguments or lines on stdin")
+    predict.add_argument("text", nargs="*")
+    predict.set_defaults(func=cmd_predict)
+
+    versions = sub.add_parser("versions", help="list model versions in MODEL_DIR (* = current)")
+    versions.add_argument("--project", type=int, help="only this project's lineage (its own and the default versions)")
+    versions.set_defaults(func=cmd_versions)
+
+    rollback = sub.add_parser("rollback", help="make an earlier version current")
+    rollback.add_argument("version")
+    rollback.add_argument("--project", type=int, help="for this project only (default: the default version)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    rank = sub.add_parser("rank", help="queue a Label Studio project's unlabelled tasks by uncertainty and diversity")
+    rank.add_argument("--project", type=int, required=True, help="the Label Studio project id")
+    rank.add_argument("--top", type=int, default=20, help="how many of the queue to print")
+    rank.add_argument("--json", action="store_true", help="print the whole queue as JSON")
+    rank.add_argument("--quiet", action="store_true", help="no progress bars")
+    rank.set_defaults(func=cmd_rank)
+
+    evaluate = sub.add_parser("evaluate", help="entity-level P/R/F1 per type on a tagged file, per engine")
+    evaluate.add_argument("--data", default="msra_test.txt")
+    evaluate.add_argument("--model", help="a model folder (default: the current version in MODEL_DIR)")
+    evaluate.add_argument("--project", type=int, help="evaluate the version that serves this Label Studio project")
+    evaluate.add_argument("--engine", default="", help="comma-separated: torch,onnx-fp32,onnx-int8 (default all)")
+    evaluate.add_argument("--limit", type=int, default=0, help="only the first N sentences")
+    evaluate.add_argument("--out", default="benchmarks/results/evaluate_msra_test.json")
+    evaluate.add_argument("--record", action="store_true",
+                          help="write the engine choice and F1 into the model folder's manifest")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     train = sub.add_parser("train", help="train a model (head + CRF over the base encoder) on tagged data")
     _training_arguments(train, head_lr=2e-3, crf_lr=1e-2, top_lr=5e-5)
     train.add_argument("--head-config", default="", help="JSON overrides of the head's shape")
@@ -347,48 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
     combine.add_argument("--average", action="store_true",
                          help="average the models' weights instead (same head shape, one lineage): one head, no slower")
     combine.set_defaults(func=cmd_combine)
-
-    setup = sub.add_parser("setup", help="convert the base encoder, export ONNX, install the default model")
-    setup.add_argument("--verbose", action="store_true",
-                       help="show the exporters' output (otherwise in CACHE_DIR/logs/setup.log)")
-    setup.set_defaults(func=cmd_setup)
-
-    evaluate = sub.add_parser("evaluate", help="entity-level P/R/F1 per type on a tagged file, per engine")
-    evaluate.add_argument("--data", default="msra_test.txt")
-    evaluate.add_argument("--model", help="a model folder (default: the current version in MODEL_DIR)")
-    evaluate.add_argument("--project", type=int, help="evaluate the version that serves this Label Studio project")
-    evaluate.add_argument("--engine", default="", help="comma-separated: torch,onnx-fp32,onnx-int8 (default all)")
-    evaluate.add_argument("--limit", type=int, default=0, help="only the first N sentences")
-    evaluate.add_argument("--out", default="benchmarks/results/evaluate_msra_test.json")
-    evaluate.add_argument("--record", action="store_true",
-                          help="write the engine choice and F1 into the model folder's manifest")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    serve = sub.add_parser("serve", help="run the Label Studio ML backend")
-    serve.add_argument("--host", help="address to listen on (default: HOST, else 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: PORT, else 9090)")
-    serve.add_argument("--threads", type=int, default=8)
-    serve.set_defaults(func=cmd_serve)
-
-    versions = sub.add_parser("versions", help="list model versions in MODEL_DIR (* = current)")
-    versions.add_argument("--project", type=int, help="only this project's lineage (its own and the default versions)")
-    versions.set_defaults(func=cmd_versions)
-
-    rollback = sub.add_parser("rollback", help="make an earlier version current")
-    rollback.add_argument("version")
-    rollback.add_argument("--project", type=int, help="for this project only (default: the default version)")
-    rollback.set_defaults(func=cmd_rollback)
-
-    predict = sub.add_parser("predict", help="entities of texts given as arguments or lines on stdin")
-    predict.add_argument("text", nargs="*")
-    predict.set_defaults(func=cmd_predict)
-
-    rank = sub.add_parser("rank", help="queue a Label Studio project's unlabelled tasks by uncertainty and diversity")
-    rank.add_argument("--project", type=int, required=True, help="the Label Studio project id")
-    rank.add_argument("--top", type=int, default=20, help="how many of the queue to print")
-    rank.add_argument("--json", action="store_true", help="print the whole queue as JSON")
-    rank.add_argument("--quiet", action="store_true", help="no progress bars")
-    rank.set_defaults(func=cmd_rank)
 
     # --model-dir before the command (global) or after it, on every command that reads MODEL_DIR.
     for name in MODEL_DIR_COMMANDS:
