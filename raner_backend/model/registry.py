@@ -58,14 +58,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, flushed to the disk, or keeps what it held."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; manifests are meant to be read
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; manifests and pointers are meant to be read
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def fsync_path(path: Path) -> None:
@@ -163,13 +168,7 @@ class Registry:
             raise RegistryError(f"{name} was trained for {owner}; it can serve only {owner}")
         pointer = self._pointer(project)
         pointer.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="CURRENT.", dir=pointer.parent)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(name + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, pointer)
+        write_text_atomic(pointer, name + "\n")
         fsync_path(pointer.parent)
         return info
 

@@ -30,9 +30,7 @@ class LabelStudioClient:
     def shown_url(self) -> str:
         """The URL without a user or password in it, for messages and logs."""
         parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc)) if parts.username or parts.password else self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
     def __repr__(self) -> str:
         return f"LabelStudioClient({self.shown_url!r})"
