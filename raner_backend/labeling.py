@@ -199,18 +199,15 @@ def _map_labels(
     control_name: str,
 ) -> dict[str, str]:
     """``config_labels``: each label as saved (alias or value) -> its value. A label maps by
-    ``LABEL_MAP``, then by a model type's name or a built-in alias, tried on the saved name and
-    then on the value."""
+    ``LABEL_MAP`` (on its saved name or its value), else by a model type's name or a built-in alias."""
     if not config_labels:
         raise LabelConfigError(f"<Labels name={control_name!r}> has no <Label value=\"...\"/> children")
     by_norm_type = {_norm(t): t for t in model_types}
     to_model: dict[str, str] = {}
     for label, value in config_labels.items():
-        for name in dict.fromkeys((label, value)):
-            kind = _mapped(name, by_norm_type, model_types, label_map)
-            if kind is not None:
-                to_model[label] = kind
-                break
+        kind = _mapped(tuple(dict.fromkeys((label, value))), by_norm_type, model_types, label_map)
+        if kind is not None:
+            to_model[label] = kind
 
     new = [label for label in config_labels if label not in to_model]
     if new:
@@ -219,22 +216,24 @@ def _map_labels(
     return {label: to_model.get(label, label) for label in config_labels}
 
 
-def _mapped(name: str, by_norm_type: Mapping[str, str], model_types: tuple[str, ...],
+def _mapped(names: tuple[str, ...], by_norm_type: Mapping[str, str], model_types: tuple[str, ...],
             label_map: Mapping[str, str] | None) -> str | None:
-    if label_map and name in label_map:
-        kind = by_norm_type.get(_norm(str(label_map[name])))
-        if kind is None:
-            raise LabelConfigError(
-                f"LABEL_MAP maps {name!r} to {label_map[name]!r}, which is not a model entity type "
-                f"({', '.join(model_types)})"
-            )
-        return kind
-    key = _norm(name)
-    kind = by_norm_type.get(key)
-    if kind is None:
-        alias = BUILTIN_ALIASES.get(key)
-        kind = alias if alias in model_types else None
-    return kind
+    """The model type one label's names give: the user's ``LABEL_MAP`` before any built-in name."""
+    for name in names:
+        if label_map and name in label_map:
+            kind = by_norm_type.get(_norm(str(label_map[name])))
+            if kind is None:
+                raise LabelConfigError(
+                    f"LABEL_MAP maps {name!r} to {label_map[name]!r}, which is not a model entity type "
+                    f"({', '.join(model_types)})"
+                )
+            return kind
+    for name in names:
+        key = _norm(name)
+        kind = by_norm_type.get(key) or BUILTIN_ALIASES.get(key)
+        if kind in model_types:
+            return kind
+    return None
 
 
 def region_id(text: str, start: int, end: int, label: str) -> str:

@@ -209,6 +209,9 @@ def test_a_label_saved_under_its_alias_keeps_the_type_its_value_names():
     assert parse_label_config(xml).to_model == {"P": "PER", "地名": "LOC", "D": "D"}
     assert parse_label_config(xml, label_map={"Drug": "ORG"}).to_model["D"] == "ORG", "LABEL_MAP by value"
     assert parse_label_config(xml, label_map={"D": "ORG"}).to_model["D"] == "ORG", "LABEL_MAP by alias"
+    chinese = xml.replace('value="Person" alias="P"', 'value="Person" alias="人"')
+    mapped = parse_label_config(chinese, label_map={"Person": "LOC"}).to_model
+    assert mapped["人"] == "LOC", "the user's LABEL_MAP before a built-in name"
 
 
 def test_a_text_loaded_from_a_url_is_refused_with_the_reason():
