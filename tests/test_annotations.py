@@ -248,6 +248,23 @@ def test_overlaps_keep_the_longer_then_the_earlier_span():
     assert all(r.scope == "region" and "overlaps" in r.reason for r in reasons)
 
 
+def test_a_dropped_region_leaves_its_place_unsure_not_taught_as_no_entity():
+    text = "北京大学的张伟在上海"
+    result = [region(0, 4, "机构名", src=text),
+              region(2, 6, "地名", src=text, rid="overlap"),              # 大学的张 crosses the kept 北京大学
+              region(5, 7, ["人名", "地名"], src=text, rid="two types"),  # 张伟: which type?
+              region(0, 2, "地名", "上海", src=text, rid="stale")]       # offsets stale, 上海 is at 8
+    examples, reasons = run([task([annotation(result)], text=text)])
+    assert examples[0][1].spans == (Span(0, 4, "ORG"),)
+    assert examples[0][1].unsure == ((0, 2), (2, 6), (5, 7), (8, 10))
+    assert sorted(r.region_id for r in reasons) == ["overlap", "stale", "two types"]
+
+
+def test_a_label_not_in_the_config_leaves_no_unsure_place():
+    examples, _ = run([task([annotation([region(0, 2, "人名"), region(3, 5, "MISC")])])])
+    assert examples[0][1] == Example("马云在杭州创办了阿里巴巴", (Span(0, 2, "PER"),))
+
+
 def test_same_span_with_two_labels_keeps_the_first():
     examples, reasons = run([task([annotation([region(0, 2, "人名"), region(0, 2, "地名", rid="second")])])])
     assert examples[0][1].spans == (Span(0, 2, "PER"),)

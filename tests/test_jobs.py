@@ -117,3 +117,25 @@ def test_webhooks_for_many_projects_make_no_thread_per_project():
     assert threading.active_count() <= before + 1
     wait_idle(manager)
     assert job.calls == list(range(1, 51)) and job.max_active == 1
+
+
+def test_the_projects_tracked_are_bounded_and_the_one_idle_longest_is_forgotten():
+    manager = TrainingManager(Recorder(), threshold=100, debounce_s=0.0, max_projects=2)
+    for project in (1, 2, 1, 3):  # 1 was used again after 2: 2 has been idle longest
+        assert manager.on_event("ANNOTATION_CREATED", project).startswith("counted")
+    assert sorted(manager.status()) == ["1", "3"]
+    assert manager.status()["1"]["new_annotations"] == 2
+
+
+def test_a_new_project_is_ignored_while_every_tracked_project_is_busy():
+    job = Recorder(seconds=0.3)
+    manager = TrainingManager(job, threshold=1, debounce_s=0.0, max_projects=2)
+    manager.on_event("START_TRAINING", 1)
+    manager.on_event("START_TRAINING", 2)
+    assert manager.on_event("START_TRAINING", 3).startswith("ignored")
+    assert manager.on_event("ANNOTATION_CREATED", 3).startswith("ignored")
+    wait_idle(manager)
+    assert job.calls == [1, 2]
+    assert manager.on_event("START_TRAINING", 3) == "training scheduled"
+    wait_idle(manager)
+    assert job.calls == [1, 2, 3]

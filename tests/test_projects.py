@@ -3,9 +3,11 @@ grows with a project's new entity types (partial labels where a text cannot spea
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +48,19 @@ def test_each_project_has_its_own_pointer_and_lineage(tmp_path):
         registry.set_current(other, 3)
     with pytest.raises(RegistryError, match="trained for project 3"):
         registry.set_current(own)
+
+
+def test_a_pointer_to_a_missing_version_falls_back_to_the_default_with_one_warning(tmp_path, caplog):
+    registry = Registry(tmp_path)
+    default = _version(registry, b"d", origin="embedded default model")
+    registry.set_current(default)
+    own = _version(registry, b"p3", project=3, parent=default)
+    registry.set_current(own, 3)
+    shutil.rmtree(registry.versions_dir / own)
+    with caplog.at_level("WARNING", logger="raner_backend.model.registry"):
+        assert registry.current(3).name == default and registry.current(3).name == default
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and own in warnings[0] and "default version serves" in warnings[0]
 
 
 def test_a_model_dir_of_one_lineage_is_adopted_without_losing_a_version(tmp_path):
@@ -226,6 +241,18 @@ def test_partial_labels_sum_over_the_tags_a_text_cannot_speak_for():
     partial = one_hot.clone()
     partial[..., 3:] |= (tags == 0).unsqueeze(-1)  # an O may also be B- or I-产品
     assert crf.nll(emissions, tags, mask, partial) < crf.nll(emissions, tags, mask)
+
+
+def test_unsure_ranges_allow_every_tag_where_the_labels_say_o():
+    from raner_backend.training.trainer import Item, partial_labels
+
+    tags = torch.tensor([[1, 2, 0, 0, 0]])
+    item = Item(None, None, None, np.zeros(5), None, tags[0].numpy(), (), unsure=((1, 4),))
+    allowed = partial_labels([item], tags, 5)
+    assert allowed[0, 0].tolist() == [False, True, False, False, False]
+    assert allowed[0, 1].tolist() == [False, False, True, False, False]  # inside a kept span: its tag only
+    assert allowed[0, 2].all() and allowed[0, 3].all()
+    assert allowed[0, 4].tolist() == [True, False, False, False, False]
 
 
 # --- learning a type the model never saw --------------------------------------------------------

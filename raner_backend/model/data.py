@@ -14,6 +14,9 @@ from .tags import Span
 class Example:
     text: str
     spans: tuple[Span, ...]
+    # Character ranges [start, end) the labels do not speak for (an annotated region there could
+    # not be used): their characters are neither taught as a type nor as "no entity".
+    unsure: tuple[tuple[int, int], ...] = ()
 
 
 def msra_path(name: str) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
 VERSION_RE = re.compile(r"^raner-(\d+)-[0-9a-f]{8}$")
 
 
@@ -89,6 +92,7 @@ class Registry:
         self.versions_dir = self.root / "versions"
         self.staging_dir = self.root / "staging"
         self.projects_dir = self.root / "projects"
+        self._stale_reported: set[tuple[Path, str]] = set()
 
     def ensure(self) -> None:
         self.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -153,11 +157,19 @@ class Registry:
         """The version ``project``'s own pointer names (None: no pointer, or a stale one)."""
         pointer = self._pointer(project)
         if pointer.is_file():
+            name = pointer.read_text().strip()
             try:
-                return self.get(pointer.read_text().strip())
-            except RegistryError:
-                pass
+                return self.get(name)
+            except RegistryError as exc:
+                self._report_stale(pointer, name, exc)
         return None
+
+    def _report_stale(self, pointer: Path, name: str, problem: RegistryError) -> None:
+        """Once per pointer and name: a project served by the default because the version its
+        pointer names is gone (a deleted or damaged folder) must not go unnoticed."""
+        if (pointer, name) not in self._stale_reported:
+            self._stale_reported.add((pointer, name))
+            log.warning("%s is ignored (%s); the default version serves instead", pointer, problem)
 
     def set_current(self, name: str, project: int | None = None) -> VersionInfo:
         """Serve ``name`` to ``project`` (None: to every project without a version of its own).

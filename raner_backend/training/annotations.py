@@ -130,18 +130,21 @@ def _task_example(task, position, schema: LabelSchema, skip) -> tuple[int, Examp
                                      f"{type(result).__name__}, not a list")
         return None
 
-    spans = _spans(result, text, schema, lambda reason, scope="region", region=None:
+    found = _spans(result, text, schema, lambda reason, scope="region", region=None:
                    skip(task_id, annotation_id, reason, scope, region))
-    if spans is None:
+    if found is None:
         skip(task_id, annotation_id, "every entity region of the latest annotation was dropped; "
                                      "the task is not used (it is not taken as 'no entities')")
         return None
-    return task_id, Example(text=text, spans=tuple(spans))
+    spans, unsure = found
+    return task_id, Example(text=text, spans=tuple(spans), unsure=tuple(sorted(set(unsure))))
 
 
-def _spans(result: list, text: str, schema: LabelSchema, drop) -> list[Span] | None:
-    """The spans of ``result``; ``None`` if it had entity regions and all of them were dropped."""
+def _spans(result: list, text: str, schema: LabelSchema, drop) -> tuple[list[Span], list[tuple[int, int]]] | None:
+    """The spans of ``result`` and the character ranges where a dropped region may lie (not to be
+    taught as "no entity"); ``None`` if it had entity regions and all of them were dropped."""
     candidates: list[tuple[Span, Any]] = []
+    unsure: list[tuple[int, int]] = []
     seen_regions = 0
     for index, region in enumerate(result):
         if not isinstance(region, dict):
@@ -165,7 +168,8 @@ def _spans(result: list, text: str, schema: LabelSchema, drop) -> list[Span] | N
         if names != (schema.from_name, schema.to_name):
             continue  # another control of the config
         seen_regions += 1
-        span = _region_span(region, text, schema, lambda reason, scope="region": drop(reason, scope, rid))
+        span = _region_span(region, text, schema, lambda reason, scope="region": drop(reason, scope, rid),
+                            unsure)
         if span is not None:
             candidates.append((span, rid))
 
@@ -188,12 +192,15 @@ def _spans(result: list, text: str, schema: LabelSchema, drop) -> list[Span] | N
             drop(f"{span.label} [{span.start}, {span.end}) {text[span.start:span.end]!r} overlaps "
                  f"the kept {clash.label} [{clash.start}, {clash.end}) "
                  f"{text[clash.start:clash.end]!r}; dropped", region=rid)
+            unsure.append((span.start, span.end))
             continue
         kept.append(span)
-    return sorted(kept, key=lambda s: (s.start, s.end))
+    return sorted(kept, key=lambda s: (s.start, s.end)), unsure
 
 
-def _region_span(region: dict, text: str, schema: LabelSchema, drop) -> Span | None:
+def _region_span(region: dict, text: str, schema: LabelSchema, drop, unsure: list[tuple[int, int]]) -> Span | None:
+    """The region's span, or None (dropped with its reason). A region that marks an entity of the
+    config's types but cannot be used adds the places it may lie to ``unsure``."""
     value = region.get("value")
     if not isinstance(value, dict):
         drop("the region has no value object")
@@ -208,23 +215,28 @@ def _region_span(region: dict, text: str, schema: LabelSchema, drop) -> Span | N
         drop(f"unknown label(s) {', '.join(map(repr, labels))}: not a config label with a model "
              f"entity type (known: {', '.join(map(repr, schema.to_model)) or 'none'})")
         return None
+
+    def drop_entity(reason: str) -> None:  # a region of the config's types: its place stays unsure
+        drop(reason)
+        unsure.extend(_places(value, text))
+
     if len(kinds) > 1:
-        drop(f"the labels {', '.join(map(repr, labels))} map to different entity types "
-             f"({', '.join(sorted(kinds))})")
+        drop_entity(f"the labels {', '.join(map(repr, labels))} map to different entity types "
+                    f"({', '.join(sorted(kinds))})")
         return None
     kind = kinds.pop()
 
     start, end = _as_offset(value.get("start")), _as_offset(value.get("end"))
     if start is None or end is None:
-        drop(f"non-integer offsets start={value.get('start')!r} end={value.get('end')!r}")
+        drop_entity(f"non-integer offsets start={value.get('start')!r} end={value.get('end')!r}")
         return None
     if start >= end:
-        drop(f"empty span: start={start} >= end={end}")
+        drop_entity(f"empty span: start={start} >= end={end}")
         return None
 
     expected = value.get("text", None)
     if expected is not None and not isinstance(expected, str):
-        drop(f"the region text is a {type(expected).__name__}, not a string")
+        drop_entity(f"the region text is a {type(expected).__name__}, not a string")
         return None
 
     in_range = 0 <= start and end <= len(text)
@@ -241,11 +253,27 @@ def _region_span(region: dict, text: str, schema: LabelSchema, drop) -> Span | N
             return Span(fixed[0], fixed[1], kind)
 
     if not in_range:
-        drop(f"span [{start}, {end}) is outside the text (length {len(text)})")
+        drop_entity(f"span [{start}, {end}) is outside the text (length {len(text)})")
     else:
-        drop(f"the region text {expected!r} differs from the task text at [{start}, {end}) "
-             f"{text[start:end]!r}")
+        drop_entity(f"the region text {expected!r} differs from the task text at [{start}, {end}) "
+                    f"{text[start:end]!r}")
     return None
+
+
+def _places(value: dict, text: str) -> list[tuple[int, int]]:
+    """Where a region may lie: its offsets where they fit the text, and every occurrence of its
+    text (offsets go stale when a task's text is edited after it was annotated)."""
+    places = []
+    start, end = _as_offset(value.get("start")), _as_offset(value.get("end"))
+    if start is not None and end is not None and 0 <= start < end <= len(text):
+        places.append((start, end))
+    expected = value.get("text")
+    if isinstance(expected, str) and expected:
+        at = text.find(expected)
+        while at >= 0:
+            places.append((at, at + len(expected)))
+            at = text.find(expected, at + 1)
+    return places
 
 
 def _utf16_to_code_points(text: str, start: int, end: int) -> tuple[int, int] | None:

@@ -79,7 +79,7 @@ def items_for(tokenizer, states: torch.nn.Module, bundle: HeadBundle, examples: 
                 per_text[i] = out[row, : len(encoded[i].input_ids)]
     open_tags = open_tags_of(bundle.scheme, speaks_for) if speaks_for else ()
     return [Item(per_text[i], enc.char_token, enc.char_piece, bundle.vocab.ids(ex.text), char_classes(ex.text),
-                 bundle.scheme.encode(len(ex.text), ex.spans), ex.spans, open_tags)
+                 bundle.scheme.encode(len(ex.text), ex.spans), ex.spans, open_tags, unsure=ex.unsure)
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
 
 

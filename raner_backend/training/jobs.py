@@ -5,7 +5,9 @@ they trigger starts ``debounce_s`` later (a burst becomes one job; a steady stre
 put it off for ever); anything else is ignored. One worker thread runs the jobs of every project,
 oldest request first, so no project trains beside another and a storm of webhooks (for any number
 of projects) never makes threads. A project never has more than one job running and one queued,
-so a storm of events gives one training plus at most one more.
+so a storm of events gives one training plus at most one more. The webhook is open (Label
+Studio's sends no auth), so the projects tracked are bounded too: the one idle longest is
+forgotten to make room, and events of a new project are ignored while every tracked one is busy.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 COUNTED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
            "ANNOTATION_DELETED"}
 TRAIN_NOW = "START_TRAINING"
+BUSY = "ignored: every tracked project has training pending"
 
 
 @dataclass
@@ -46,28 +49,44 @@ class TrainingManager:
     """``job(project_id, report)`` does the training; ``report(dict)`` publishes progress."""
 
     def __init__(self, job: Callable[[int, Callable[[dict], None]], dict], threshold: int = 10,
-                 debounce_s: float = 5.0):
+                 debounce_s: float = 5.0, max_projects: int = 1024):
         self.job = job
         self.threshold = max(1, threshold)
         self.debounce_s = debounce_s
+        self.max_projects = max(1, max_projects)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._waiting: deque[int] = deque()  # projects whose job waits for the worker, oldest first
         self._worker: threading.Thread | None = None
         self._projects: dict[int, ProjectState] = {}
 
-    def _state(self, project_id: int) -> ProjectState:
-        return self._projects.setdefault(project_id, ProjectState())
+    def _state(self, project_id: int) -> ProjectState | None:
+        """The project's state, most recently used last; None if it is new and no room can be made."""
+        state = self._projects.pop(project_id, None)
+        if state is None:
+            if len(self._projects) >= self.max_projects and not self._forget_an_idle_project():
+                return None
+            state = ProjectState()
+        self._projects[project_id] = state
+        return state
+
+    def _forget_an_idle_project(self) -> bool:
+        idle = next((pid for pid, s in self._projects.items()
+                     if not (s.running or s.waiting or s.queued or s.timer)), None)
+        if idle is not None:
+            del self._projects[idle]
+        return idle is not None
 
     def on_event(self, action: str, project_id: int) -> str:
         """Classify an event; returns what was decided (for the webhook's answer)."""
         if action == TRAIN_NOW:
-            self.request(project_id)
-            return "training scheduled"
+            return "training scheduled" if self.request(project_id) else BUSY
         if action not in COUNTED:
             return "ignored"
         with self._lock:
             state = self._state(project_id)
+            if state is None:
+                return BUSY
             state.new_annotations += 1
             if state.new_annotations < self.threshold:
                 return f"counted ({state.new_annotations}/{self.threshold})"
@@ -77,16 +96,21 @@ class TrainingManager:
                 state.timer.start()
         return "training scheduled (debounced)"
 
-    def request(self, project_id: int) -> None:
-        """Train the project as soon as the worker is free (once more after its running job)."""
+    def request(self, project_id: int) -> bool:
+        """Train the project as soon as the worker is free (once more after its running job);
+        False if it cannot be tracked (every tracked project busy)."""
         with self._lock:
             state = self._state(project_id)
+            if state is None:
+                log.warning("training request for project %s ignored: %d projects are busy",
+                            project_id, len(self._projects))
+                return False
             if state.timer is not None:
                 state.timer.cancel()  # harmless when the timer itself is calling
                 state.timer = None
             if state.running:
                 state.queued = True
-                return
+                return True
             if not state.waiting:
                 state.waiting, state.new_annotations = True, 0
                 self._waiting.append(project_id)
@@ -94,6 +118,7 @@ class TrainingManager:
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run_jobs, name="training", daemon=True)
                 self._worker.start()
+        return True
 
     def _run_jobs(self) -> None:
         while True:
@@ -126,7 +151,8 @@ class TrainingManager:
 
     def _report(self, project_id: int, progress: dict) -> None:
         with self._lock:
-            self._state(project_id).progress = dict(self._state(project_id).progress, **progress)
+            state = self._projects[project_id]  # running: never forgotten
+            state.progress = dict(state.progress, **progress)
 
     def status(self) -> dict:
         with self._lock:

@@ -44,6 +44,7 @@ class Item:
     open_tags: tuple[int, ...] = ()  # tags an ``O`` of this text may also be: types it never labelled
     teacher: np.ndarray | None = None  # a teacher model's emissions [chars, tags], when distilling
     segments: np.ndarray | None = None  # silver word-segmentation tags per character, for multi-task training
+    unsure: tuple[tuple[int, int], ...] = ()  # character ranges where an ``O`` may be any tag
 
 
 @dataclass
@@ -87,7 +88,7 @@ def collate(items: Sequence[Item], char_dropout: float = 0.0, rng: np.random.Gen
         for key, value in (("char_token", item.char_token), ("char_piece", item.char_piece),
                            ("char_ids", char_ids), ("char_class", item.char_class), ("tags", item.tags)):
             fields[key][row, :length] = torch.from_numpy(np.asarray(value))
-    if num_tags and any(item.open_tags for item in items):  # only training reads them
+    if num_tags and any(item.open_tags or item.unsure for item in items):  # only training reads them
         fields["allowed"] = partial_labels(items, fields["tags"], num_tags)
     fields["teacher"] = teacher_emissions(items, n_chars)
     fields["segments"] = segment_targets(items, n_chars)
@@ -130,12 +131,15 @@ def distillation_loss(emissions: torch.Tensor, teacher: torch.Tensor, mask: torc
 
 
 def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> torch.Tensor:
-    """[batch, chars, tags] bool: the gold tag, and at an ``O`` also the item's open tags."""
+    """[batch, chars, tags] bool: the gold tag, and at an ``O`` also the item's open tags (every
+    tag inside its unsure ranges)."""
     allowed = torch.nn.functional.one_hot(tags, num_tags).bool()
     for row, item in enumerate(items):
         if item.open_tags:
             outside = (tags[row] == 0).nonzero().squeeze(1)
             allowed[row, outside.unsqueeze(1), torch.tensor(item.open_tags).unsqueeze(0)] = True
+        for start, end in item.unsure:
+            allowed[row, start:end] |= (tags[row, start:end] == 0).unsqueeze(1)
     return allowed
 
 
