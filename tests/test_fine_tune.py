@@ -141,8 +141,9 @@ def _states(runtime, bundle):
 
 
 
-def _scores(f1: float, per_type: dict | None = None) -> dict:
-    return {"held_out": {"overall": {"f1": f1}, "per_type": per_type or {}}, "probe": {"overall": {"f1": 0.9}}}
+def _scores(f1: float, per_type: dict | None = None, support: int = 10) -> dict:
+    return {"held_out": {"overall": {"f1": f1, "support": support}, "per_type": per_type or {}},
+            "probe": {"overall": {"f1": 0.9}}}
 
 
 def test_the_guard_refuses_a_candidate_lower_on_more_tasks_than_chance_explains():
@@ -162,6 +163,24 @@ def test_the_guard_refuses_a_candidate_that_loses_a_well_supported_type():
     deploy, reason = deploy_verdict(served, _scores(0.95, {"PER": {"f1": 0.6, "support": 8}}), 0.5, 40)
     assert not deploy and "types that lost: PER" in reason
     assert deploy_verdict(served, _scores(0.95, {"PER": {"f1": 0.6, "support": 4}}), 0.5, 40)[0]  # too few to read
+
+
+def test_the_guard_refuses_a_candidate_that_finds_none_of_the_held_out_mentions():
+    from raner_backend.training.fine_tune import deploy_verdict
+
+    deploy, reason = deploy_verdict(_scores(0.0), _scores(0.0, support=12), 0.0, 7)
+    assert not deploy and "finds none of the 12 held-out mentions" in reason
+    assert deploy_verdict(_scores(0.0, support=0), _scores(0.0, support=0), 0.0, 7)[0]  # held-out tasks without entities
+
+
+def test_early_stopping_waits_for_the_minimum_steps():
+    from raner_backend.training.trainer import TrainConfig, _stop_early
+
+    waiting = {"bad_epochs": 2, "step": 60}
+    assert _stop_early(waiting, TrainConfig(patience=2))
+    assert not _stop_early(waiting, TrainConfig(patience=2, min_steps=100))
+    assert _stop_early({"bad_epochs": 2, "step": 100}, TrainConfig(patience=2, min_steps=100))
+    assert not _stop_early({"bad_epochs": 1, "step": 500}, TrainConfig(patience=2, min_steps=100))
 
 
 def test_a_task_keeps_its_side_of_the_held_out_split_as_annotations_are_added():

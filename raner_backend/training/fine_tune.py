@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 TRAINING_STATES = "torch"
 MIN_PROJECT_EXAMPLES = 2  # annotated tasks a training needs: one is held out for the deploy guard
 MAX_NEW_SHARE = 0.15  # project data is at most ~15 % of each epoch; the rest is replayed base data
-MIN_STEPS = 100  # a project's training makes at least this many optimizer steps ...
+MIN_STEPS = 100  # a project's training makes at least this many optimizer steps (early stopping waits) ...
 MAX_REPEATS = 20  # ... by showing its examples up to this many times an epoch
 NEW_TYPE_OUT_LR = 5e-3  # output layers' rate while a new type is learned (benchmarks/new_type.py)
 # Replayed sentences held to the served model's emissions (TrainConfig.distill, learning without
@@ -91,7 +91,8 @@ def open_tags_of(scheme: TagScheme, speaks_for: Sequence[str]) -> tuple[int, ...
 def project_config(epochs: int, max_steps: int = 0) -> TrainConfig:
     """How "Start Training" fine-tunes a project's model. Lower rates than base training: the
     head starts trained, and the deploy guard's MSRA probe showed forgetting at the base rates."""
-    return TrainConfig(epochs=epochs, max_steps=max_steps, batch_chars=1024, patience=2, head_lr=5e-4, crf_lr=2e-3)
+    return TrainConfig(epochs=epochs, max_steps=max_steps, batch_chars=1024, patience=2, min_steps=MIN_STEPS,
+                       head_lr=5e-4, crf_lr=2e-3)
 
 
 def project_repeats(train_ex: Sequence[Example], replay_pool: Sequence[Example], cfg: TrainConfig,
@@ -213,7 +214,7 @@ def learned_from_mentions(bundle: HeadBundle, examples: Sequence[Example]) -> No
 
 GUARD_RULE = (f"deploy unless candidate held-out F1 is below the served model's in >= {WORSE_BEYOND_CHANCE:.0%} of "
               f"paired resamples of the held-out tasks, or a type with >= {MIN_TYPE_SUPPORT} held-out mentions "
-              f"loses more than {MAX_TYPE_DROP} F1")
+              f"loses more than {MAX_TYPE_DROP} F1, or it finds none of the held-out mentions")
 
 
 def deploy_verdict(before: dict, after: dict, lower_in: float, n_held: int) -> tuple[bool, str]:
@@ -227,10 +228,14 @@ def deploy_verdict(before: dict, after: dict, lower_in: float, n_held: int) -> t
              for kind, scores in after["held_out"]["per_type"].items()
              if scores["support"] >= MIN_TYPE_SUPPORT
              and before["held_out"]["per_type"].get(kind, {}).get("f1", 0.0) - scores["f1"] > MAX_TYPE_DROP]
-    deploy = lower_in < WORSE_BEYOND_CHANCE and not worse
+    mentions = after["held_out"]["overall"].get("support", 0)
+    learned_nothing = new_f1 == 0.0 and mentions > 0
+    deploy = lower_in < WORSE_BEYOND_CHANCE and not worse and not learned_nothing
     reason = (f"{GUARD_RULE}: {new_f1:.4f} vs {old_f1:.4f} on {n_held} held-out tasks, lower in "
               f"{lower_in:.1%} of resamples"
               + (f"; types that lost: {', '.join(worse)}" if worse else "")
+              + (f"; the candidate finds none of the {mentions} held-out mentions: nothing learned to deploy "
+                 f"yet (annotate more, then train again)" if learned_nothing else "")
               + f" (base probe {after['probe']['overall']['f1']:.4f} vs {before['probe']['overall']['f1']:.4f})")
     return deploy, reason
 

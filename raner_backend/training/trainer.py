@@ -58,6 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05
     patience: int = 2
+    min_steps: int = 0  # no early stop before this many optimizer steps (a new type's F1 stays 0 at first)
     char_dropout: float = 0.1
     seed: int = 13
     max_steps: int = 0  # a hard budget in optimizer steps (0: none), for quick runs
@@ -288,7 +289,7 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
         state, best_weights = saved["state"], saved["best"]
         rng.setstate(saved["rng"])
         log.info("resumed from epoch %d step %d (best dev F1 %.4f)", state["epoch"], state["step"], state["best_f1"])
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and state["step"] < total:
+    while state["epoch"] < cfg.epochs and state["step"] < total and not _stop_early(state, cfg):
         head.train(); crf.train()
         epoch_batches = batches_of(train_items, cfg.batch_chars, shuffle=True, rng=rng)
         losses = []
@@ -337,6 +338,10 @@ def train(head: Head, crf: CRF, scheme: TagScheme, train_items: Sequence[Item], 
     head.eval(); crf.eval()
     return {"best_dev_f1": state["best_f1"], "epochs": state["epoch"], "steps": state["step"],
             "history": state["history"]}
+
+
+def _stop_early(state: dict, cfg: TrainConfig) -> bool:
+    return state["bad_epochs"] >= cfg.patience and state["step"] >= cfg.min_steps
 
 
 def _copy(state_dict: dict) -> dict:
