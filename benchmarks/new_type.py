@@ -128,7 +128,8 @@ def run(args) -> dict:
                         f"output layers {NEW_TYPE_OUT_LR} while a type is new, replay held to the served "
                         f"model's emissions at weight {GROWN_TYPES_DISTILL} unless set, 20 % held out, "
                         f"{1 - args.project_share:.0%} MSRA replay")
-    runs = json.loads((RESULTS / f"{args.name}.json").read_text())["runs"] if args.resume else []
+    results = RESULTS / f"{args.name}.json"
+    runs = json.loads(results.read_text())["runs"] if args.resume and results.exists() else []
     done = {(r["seed"], r["sentences"], r["method"]) for r in runs}
     for seed in args.seeds:
         order = list(range(len(pool)))

@@ -260,6 +260,15 @@ def test_a_dropped_region_leaves_its_place_unsure_not_taught_as_no_entity():
     assert sorted(r.region_id for r in reasons) == ["overlap", "stale", "two types"]
 
 
+def test_a_region_at_its_right_place_is_unsure_there_only():
+    text = "张伟说张伟"
+    examples, _ = run([task([annotation([region(0, 2, ["人名", "地名"], src=text)])], text=text)])
+    assert examples == []  # its only region was dropped: the task is not used
+    examples, _ = run([task([annotation([region(0, 2, ["人名", "地名"], src=text), region(2, 3, "人名", src=text)])],
+                            text=text)])
+    assert examples[0][1].unsure == ((0, 2),)  # not the other 张伟, which the annotator left unlabelled
+
+
 def test_a_label_not_in_the_config_leaves_no_unsure_place():
     examples, _ = run([task([annotation([region(0, 2, "人名"), region(3, 5, "MISC")])])])
     assert examples[0][1] == Example("马云在杭州创办了阿里巴巴", (Span(0, 2, "PER"),))

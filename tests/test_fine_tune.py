@@ -7,7 +7,7 @@ from raner_backend.model.base import resolve_base
 from raner_backend.model.bundle import HeadBundle
 from raner_backend.model.data import Example
 from raner_backend.model.tags import Span
-from raner_backend.training.fine_tune import MAX_NEW_SHARE, fine_tune, split_held_out
+from raner_backend.training.fine_tune import MAX_NEW_SHARE, MIN_STEPS, fine_tune, project_config, split_held_out
 from raner_backend.training.trainer import TrainConfig
 
 from .tiny_bert import tiny_examples
@@ -173,14 +173,21 @@ def test_the_guard_refuses_a_candidate_that_finds_none_of_the_held_out_mentions(
     assert deploy_verdict(_scores(0.0, support=0), _scores(0.0, support=0), 0.0, 7)[0]  # held-out tasks without entities
 
 
-def test_early_stopping_waits_for_the_minimum_steps():
-    from raner_backend.training.trainer import TrainConfig, _stop_early
+def test_early_stopping_waits_for_the_minimum_steps(tiny_model):
+    from raner_backend.training.fine_tune import items_for
+    from raner_backend.training.trainer import train
 
-    waiting = {"bad_epochs": 2, "step": 60}
-    assert _stop_early(waiting, TrainConfig(patience=2))
-    assert not _stop_early(waiting, TrainConfig(patience=2, min_steps=100))
-    assert _stop_early({"bad_epochs": 2, "step": 100}, TrainConfig(patience=2, min_steps=100))
-    assert not _stop_early({"bad_epochs": 1, "step": 500}, TrainConfig(patience=2, min_steps=100))
+    root, _ = tiny_model
+    runtime = _runtime(tiny_model)
+    served = HeadBundle.load(root / "model")
+    items = items_for(runtime.tokenizer, _states(runtime, served), served, tiny_examples())
+    dev = [items[0]]
+    for min_steps, epochs_run in ((0, 2), (12, None)):  # the dev F1 cannot rise after the first epoch
+        bundle = HeadBundle.load(root / "model")
+        cfg = TrainConfig(epochs=50, patience=1, min_steps=min_steps, batch_chars=256, head_lr=1e-9, crf_lr=1e-9)
+        summary = train(bundle.head, bundle.crf, bundle.scheme, items, dev, cfg)
+        assert summary["steps"] >= min_steps and (epochs_run is None or summary["epochs"] == epochs_run)
+    assert project_config(10).min_steps == MIN_STEPS
 
 
 def test_a_task_keeps_its_side_of_the_held_out_split_as_annotations_are_added():

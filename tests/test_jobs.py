@@ -139,3 +139,15 @@ def test_a_new_project_is_ignored_while_every_tracked_project_is_busy():
     assert manager.on_event("START_TRAINING", 3) == "training scheduled"
     wait_idle(manager)
     assert job.calls == [1, 2, 3]
+
+
+def test_a_busy_project_is_never_forgotten_and_one_without_counted_annotations_goes_first():
+    job = Recorder(seconds=0.3)
+    manager = TrainingManager(job, threshold=100, debounce_s=0.0, max_projects=2)
+    manager.on_event("ANNOTATION_CREATED", 1)
+    manager.on_event("START_TRAINING", 2)  # running: cannot be forgotten
+    assert manager.on_event("ANNOTATION_CREATED", 3).startswith("counted")  # 1 (idle) made room
+    assert sorted(manager.status()) == ["2", "3"]
+    wait_idle(manager)
+    manager.on_event("ANNOTATION_CREATED", 4)  # 2 has nothing counted; 3 would lose its count
+    assert sorted(manager.status()) == ["3", "4"] and manager.status()["3"]["new_annotations"] == 1

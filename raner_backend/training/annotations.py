@@ -261,13 +261,16 @@ def _region_span(region: dict, text: str, schema: LabelSchema, drop, unsure: lis
 
 
 def _places(value: dict, text: str) -> list[tuple[int, int]]:
-    """Where a region may lie: its offsets where they fit the text, and every occurrence of its
-    text (offsets go stale when a task's text is edited after it was annotated)."""
+    """Where a region may lie: at its offsets when they hold its text; else there (if they fit the
+    text) and at every occurrence of its text (offsets go stale when a task's text is edited after
+    it was annotated)."""
     places = []
     start, end = _as_offset(value.get("start")), _as_offset(value.get("end"))
+    expected = value.get("text")
     if start is not None and end is not None and 0 <= start < end <= len(text):
         places.append((start, end))
-    expected = value.get("text")
+        if not isinstance(expected, str) or text[start:end] == expected:
+            return places
     if isinstance(expected, str) and expected:
         at = text.find(expected)
         while at >= 0:

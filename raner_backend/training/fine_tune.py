@@ -66,7 +66,7 @@ def items_for(tokenizer, states: torch.nn.Module, bundle: HeadBundle, examples: 
     """Items with the encoder states ``states`` gives for the bundle's base layers
     (``BaseRuntime.states_module``), computed in memory (project data is
     small; no disk cache needed). With ``speaks_for``, the examples' labels are partial: an ``O``
-    may be any type not in it."""
+    may be any type not in it, and any tag inside an example's unsure ranges."""
     if not examples:
         return []
     encoded = encode_texts(tokenizer, [e.text for e in examples])
@@ -79,7 +79,8 @@ def items_for(tokenizer, states: torch.nn.Module, bundle: HeadBundle, examples: 
                 per_text[i] = out[row, : len(encoded[i].input_ids)]
     open_tags = open_tags_of(bundle.scheme, speaks_for) if speaks_for else ()
     return [Item(per_text[i], enc.char_token, enc.char_piece, bundle.vocab.ids(ex.text), char_classes(ex.text),
-                 bundle.scheme.encode(len(ex.text), ex.spans), ex.spans, open_tags, unsure=ex.unsure)
+                 bundle.scheme.encode(len(ex.text), ex.spans), ex.spans, open_tags,
+                 unsure=ex.unsure if speaks_for else ())
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
 
 

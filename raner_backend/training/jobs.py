@@ -6,8 +6,9 @@ put it off for ever); anything else is ignored. One worker thread runs the jobs 
 oldest request first, so no project trains beside another and a storm of webhooks (for any number
 of projects) never makes threads. A project never has more than one job running and one queued,
 so a storm of events gives one training plus at most one more. The webhook is open (Label
-Studio's sends no auth), so the projects tracked are bounded too: the one idle longest is
-forgotten to make room, and events of a new project are ignored while every tracked one is busy.
+Studio's sends no auth), so the projects tracked are bounded too: the idle one used longest ago
+(by an event or a finished job; one with no annotations counted first) is forgotten to make
+room, and events of a new project are ignored, and logged, while every tracked one is busy.
 """
 from __future__ import annotations
 
@@ -71,11 +72,12 @@ class TrainingManager:
         return state
 
     def _forget_an_idle_project(self) -> bool:
-        idle = next((pid for pid, s in self._projects.items()
-                     if not (s.running or s.waiting or s.queued or s.timer)), None)
-        if idle is not None:
-            del self._projects[idle]
-        return idle is not None
+        """Forget the idle project used longest ago, one with no annotations counted first."""
+        idle = [pid for pid, s in self._projects.items() if not (s.running or s.waiting or s.queued or s.timer)]
+        if not idle:
+            return False
+        del self._projects[next((pid for pid in idle if not self._projects[pid].new_annotations), idle[0])]
+        return True
 
     def on_event(self, action: str, project_id: int) -> str:
         """Classify an event; returns what was decided (for the webhook's answer)."""
@@ -86,6 +88,7 @@ class TrainingManager:
         with self._lock:
             state = self._state(project_id)
             if state is None:
+                log.warning("%s for project %s ignored: %d projects are busy", action, project_id, len(self._projects))
                 return BUSY
             state.new_annotations += 1
             if state.new_annotations < self.threshold:
@@ -134,6 +137,7 @@ class TrainingManager:
             with self._lock:
                 state.progress = dict(state.progress, stage="finished")
                 state.running = False
+                self._projects[project_id] = self._projects.pop(project_id)  # just used: forgotten last
                 if state.queued:
                     state.queued, state.waiting, state.new_annotations = False, True, 0
                     self._waiting.append(project_id)

@@ -133,7 +133,7 @@ def distillation_loss(emissions: torch.Tensor, teacher: torch.Tensor, mask: torc
 
 def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> torch.Tensor:
     """[batch, chars, tags] bool: the gold tag, and at an ``O`` also the item's open tags (every
-    tag inside its unsure ranges)."""
+    tag inside its unsure ranges, but never one that would carry a labelled span on past its end)."""
     allowed = torch.nn.functional.one_hot(tags, num_tags).bool()
     for row, item in enumerate(items):
         if item.open_tags:
@@ -141,6 +141,10 @@ def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> 
             allowed[row, outside.unsqueeze(1), torch.tensor(item.open_tags).unsqueeze(0)] = True
         for start, end in item.unsure:
             allowed[row, start:end] |= (tags[row, start:end] == 0).unsqueeze(1)
+            for position in range(max(start, 1), end):
+                before = int(tags[row, position - 1])
+                if before and not tags[row, position]:
+                    allowed[row, position, 2 + 2 * ((before - 1) // 2)] = False  # I- of the span just ended
     return allowed
 
 
