@@ -43,6 +43,11 @@ class TagScheme:
         """Which entity type (by position) a tag belongs to; None for ``O``."""
         return None if tag == 0 else (tag - 1) // 2
 
+    @staticmethod
+    def inside_of(tag: int) -> int:
+        """The ``I-`` tag of the entity type of ``tag`` (not ``O``)."""
+        return 2 + 2 * TagScheme.type_index(tag)
+
     def allowed_transitions(self) -> np.ndarray:
         """``allowed[i, j]``: tag ``j`` may follow tag ``i`` (``I-X`` only after ``B-X``/``I-X``)."""
         n = self.num_tags

@@ -66,6 +66,8 @@ class TrainingManager:
         state = self._projects.pop(project_id, None)
         if state is None:
             if len(self._projects) >= self.max_projects and not self._forget_an_idle_project():
+                log.warning("events of project %s ignored: all %d projects tracked are busy",
+                            project_id, len(self._projects))
                 return None
             state = ProjectState()
         self._projects[project_id] = state
@@ -88,7 +90,6 @@ class TrainingManager:
         with self._lock:
             state = self._state(project_id)
             if state is None:
-                log.warning("%s for project %s ignored: %d projects are busy", action, project_id, len(self._projects))
                 return BUSY
             state.new_annotations += 1
             if state.new_annotations < self.threshold:
@@ -105,8 +106,6 @@ class TrainingManager:
         with self._lock:
             state = self._state(project_id)
             if state is None:
-                log.warning("training request for project %s ignored: %d projects are busy",
-                            project_id, len(self._projects))
                 return False
             if state.timer is not None:
                 state.timer.cancel()  # harmless when the timer itself is calling

@@ -144,7 +144,7 @@ def partial_labels(items: Sequence[Item], tags: torch.Tensor, num_tags: int) -> 
             for position in range(max(start, 1), end):
                 before = int(tags[row, position - 1])
                 if before and not tags[row, position]:
-                    allowed[row, position, 2 + 2 * ((before - 1) // 2)] = False  # I- of the span just ended
+                    allowed[row, position, TagScheme.inside_of(before)] = False  # the span just ended stays ended
     return allowed
 
 
